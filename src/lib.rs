@@ -1,0 +1,13 @@
+//! # voxbrain
+//!
+//! SpeechBrain's pretrained speech models, features and data pipelines in Rust, on
+//! [candle](https://github.com/huggingface/candle).
+//!
+//! The crate mirrors SpeechBrain's layout so its users find things blind:
+//! [`audio`] (`speechbrain.dataio.dataio.read_audio`, `AudioNormalizer`),
+//! [`features`] (`speechbrain.lobes.features.Fbank`, `speechbrain.processing.features`).
+
+pub mod audio;
+pub mod features;
+pub mod npy;
+pub mod pretrained;

@@ -1,0 +1,122 @@
+//! Reading and writing NumPy `.npy` arrays (features for the CLI, fixtures for parity tests).
+
+use std::io::BufWriter;
+
+use npyz::WriterBuilder;
+use std::path::Path;
+
+/// Errors reading or writing `.npy` files; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    /// I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a float32/float64 array we can read, or the shape is inconsistent.
+    #[error("{path}: {reason}")]
+    Format {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+/// An `f32` array read from `.npy` (any float or int dtype is converted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyArray {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major data.
+    pub data: Vec<f32>,
+}
+
+/// Reads a `.npy` file as `f32`.
+///
+/// ```no_run
+/// let a = voxbrain::npy::read_npy("feats.npy").unwrap();
+/// println!("{:?}", a.shape);
+/// ```
+pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray, NpyError> {
+    let path = path.as_ref();
+    let io = |source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(io)?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let fmt = |reason: String| NpyError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dtype = npy.dtype();
+    let descr = dtype.descr();
+    let data: Vec<f32> = match descr.trim_matches('\'') {
+        "<f4" => npy.into_vec::<f32>().map_err(io)?,
+        "<f8" => npy
+            .into_vec::<f64>()
+            .map_err(io)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+        "<i8" => npy
+            .into_vec::<i64>()
+            .map_err(io)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+        "<i4" => npy
+            .into_vec::<i32>()
+            .map_err(io)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+        other => return Err(fmt(format!("unsupported dtype {other}"))),
+    };
+    Ok(NpyArray { shape, data })
+}
+
+/// Writes `data` with `shape` as a float32 `.npy` file, atomically (temp file + rename).
+///
+/// ```no_run
+/// voxbrain::npy::write_npy("x.npy", &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+/// ```
+pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
+    let path = path.as_ref();
+    let io = |source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(NpyError::Format {
+            path: path.to_path_buf(),
+            reason: format!("shape {shape:?} holds {n} values, got {}", data.len()),
+        });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".voxbrain-")
+        .suffix(".npy.part")
+        .tempfile_in(&dir)
+        .map_err(io)?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape64)
+            .writer(&mut w)
+            .begin_nd()
+            .map_err(io)?;
+        writer.extend(data.iter().copied()).map_err(io)?;
+        writer.finish().map_err(io)?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Loading pretrained SpeechBrain artefacts. So far: reading `.ckpt` torch pickles.
+
+pub mod ckpt;
