@@ -4,8 +4,8 @@ mod common;
 
 use common::{assert_close, fixture, npy};
 use voxbrain::audio::{
-    audio_info, load_audio, read_audio, read_waveform, resample, write_wav, AudioError,
-    ChannelMix, WavFormat, Waveform,
+    audio_info, load_audio, read_audio, read_waveform, resample, write_wav, AudioError, ChannelMix,
+    WavFormat, Waveform,
 };
 
 fn read_flat(rel: &str) -> (Vec<f32>, Vec<usize>, u32) {
@@ -52,10 +52,17 @@ fn lossy_formats_decode_close_to_speechbrain() {
     let want = npy("foundation/formats/mp3.mp3.npy");
     let (got, _, sr) = read_flat("foundation/formats/mp3.mp3");
     assert_eq!(sr, 16000);
-    assert_eq!(got.len(), want.data.len(), "mp3 length (encoder delay/padding trimmed alike)");
+    assert_eq!(
+        got.len(),
+        want.data.len(),
+        "mp3 length (encoder delay/padding trimmed alike)"
+    );
     let best = snr_at_lag(&want.data, &got, 0);
     println!("mp3: SNR vs SpeechBrain {best:.1} dB");
-    assert!(best > 60.0, "mp3 decode differs from SpeechBrain: {best:.1} dB");
+    assert!(
+        best > 60.0,
+        "mp3 decode differs from SpeechBrain: {best:.1} dB"
+    );
 }
 
 fn snr_at_lag(want: &[f32], got: &[f32], lag: i64) -> f64 {
@@ -92,7 +99,13 @@ fn load_audio_resamples_and_downmixes_like_speechbrain() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-        assert_close(&format!("speech_{i} 22.05k->16k"), &got, &want.data, 1e-6, 1e-7);
+        assert_close(
+            &format!("speech_{i} 22.05k->16k"),
+            &got,
+            &want.data,
+            1e-6,
+            1e-7,
+        );
     }
 }
 
@@ -114,7 +127,9 @@ fn write_then_read_round_trips() {
     let stereo = Waveform::new(vec![clip.clone(), clip.iter().map(|x| -x).collect()], 44100);
     for (fmt, tol) in [(WavFormat::Float32, 0.0), (WavFormat::Int16, 0.5 / 32768.0)] {
         for wav in [Waveform::mono(clip.clone(), 8000), stereo.clone()] {
-            let p = dir.path().join(format!("rt_{fmt:?}_{}.wav", wav.num_channels()));
+            let p = dir
+                .path()
+                .join(format!("rt_{fmt:?}_{}.wav", wav.num_channels()));
             write_wav(&p, &wav, fmt).unwrap();
             let back = read_waveform(&p).unwrap();
             assert_eq!(back.sample_rate, wav.sample_rate);
@@ -151,7 +166,7 @@ fn resample_lengths_follow_torchaudio() {
     // ceil(new * len / orig)
     assert_eq!(resample(&vec![0.1; 1001], 16000, 8000).unwrap().len(), 501);
     assert_eq!(resample(&vec![0.1; 441], 44100, 16000).unwrap().len(), 160);
-    assert_eq!(resample(&vec![0.1; 3], 8000, 16000).unwrap().len(), 6);
+    assert_eq!(resample(&[0.1; 3], 8000, 16000).unwrap().len(), 6);
     assert!(resample(&[0.0], 0, 16000).is_err());
 }
 

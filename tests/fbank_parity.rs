@@ -161,17 +161,47 @@ fn global_normalization_running_stats_match_speechbrain() {
     glob.train(false);
     let g3 = glob.forward(&feats, Some(&lens), None).unwrap();
     let n = npy;
-    assert_close("global train 1", &flat(&g1), &n("foundation/norm_global_train1.npy").data, 1e-4, 1e-5);
-    assert_close("global train 2", &flat(&g2), &n("foundation/norm_global_train2.npy").data, 1e-4, 1e-5);
-    assert_close("global eval", &flat(&g3), &n("foundation/norm_global_eval.npy").data, 1e-4, 1e-5);
+    assert_close(
+        "global train 1",
+        &flat(&g1),
+        &n("foundation/norm_global_train1.npy").data,
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        "global train 2",
+        &flat(&g2),
+        &n("foundation/norm_global_train2.npy").data,
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        "global eval",
+        &flat(&g3),
+        &n("foundation/norm_global_eval.npy").data,
+        1e-4,
+        1e-5,
+    );
     let (count, mean, std) = glob.statistics();
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("foundation/manifest.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(count, manifest["norm"]["global_count"].as_u64().unwrap());
-    assert_close("glob_mean", &flat(mean.unwrap()), &n("foundation/norm_global_mean.npy").data, 1e-4, 1e-5);
-    assert_close("glob_std", &flat(std.unwrap()), &n("foundation/norm_global_std.npy").data, 1e-4, 1e-5);
+    assert_close(
+        "glob_mean",
+        &flat(mean.unwrap()),
+        &n("foundation/norm_global_mean.npy").data,
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        "glob_std",
+        &flat(std.unwrap()),
+        &n("foundation/norm_global_std.npy").data,
+        1e-4,
+        1e-5,
+    );
 
     // Epoch >= update_until_epoch freezes the statistics even in training mode.
     glob.train(true);
@@ -221,4 +251,35 @@ fn bad_normalizer_ckpt_is_a_clear_error() {
     let mut norm = InputNormalization::new(NormType::Global);
     let err = norm.load_statistics(&p).unwrap_err().to_string();
     assert!(err.contains("normalizer.ckpt"), "{err}");
+}
+
+#[test]
+fn packed_fft_path_equals_one_frame_at_a_time_on_70db_jumps() {
+    // Fbank transforms two adjacent frames with one complex FFT. Check it against the plain
+    // real-FFT path on a signal that jumps between loud and -70 dB noise every 15 ms.
+    let mut state = 12345u64;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let sig: Vec<f32> = (0..48_000)
+        .map(|i| {
+            let loud = (i / 240) % 2 == 0;
+            noise() * if loud { 0.8 } else { 0.8e-3 * 0.32 }
+        })
+        .collect();
+    for n_mels in [40, 80] {
+        let fb = fbank(n_mels);
+        let reference = fb.filterbank().forward(&fb.stft().power(&sig)).unwrap();
+        let got = fb.compute(&sig);
+        assert_close(
+            &format!("packed vs plain n_mels={n_mels}"),
+            &got,
+            &reference,
+            2e-4,
+            1e-5,
+        );
+    }
 }

@@ -158,7 +158,7 @@ pub fn load_audio(path: impl AsRef<Path>, sample_rate: u32, mix: ChannelMix) -> 
     let path = path.as_ref();
     let w = read_waveform(path)?;
     if w.sample_rate != sample_rate {
-        tracing::info!(
+        tracing::debug!(
             path = %path.display(),
             from = w.sample_rate,
             to = sample_rate,

@@ -58,7 +58,12 @@ pub fn write_wav(path: impl AsRef<Path>, wav: &Waveform, format: WavFormat) -> R
         .prefix(".voxbrain-")
         .suffix(".wav.part")
         .tempfile_in(&dir)
-        .map_err(|e| werr(format!("cannot create a temporary file in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            werr(format!(
+                "cannot create a temporary file in {}: {e}",
+                dir.display()
+            ))
+        })?;
     {
         let file = std::io::BufWriter::new(tmp.as_file());
         let mut writer = hound::WavWriter::new(file, spec).map_err(|e| werr(e.to_string()))?;

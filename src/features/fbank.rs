@@ -74,7 +74,7 @@ pub struct Fbank {
 
 /// Below this many frames per thread, splitting an utterance across threads costs more than
 /// it saves.
-const MIN_FRAMES_PER_THREAD: usize = 250;
+const MIN_FRAMES_PER_THREAD: usize = 200;
 
 impl Fbank {
     /// Builds the STFT and filterbank.
@@ -147,15 +147,21 @@ impl Fbank {
 
     fn mel_energies(&self, signal: &[f32], first: usize, last: usize, out: &mut [f32]) {
         let n_mels = self.cfg.n_mels;
-        let mut power = vec![0.0f32; self.stft.n_bins()];
-        self.stft.for_each_frame(signal, first, last, |t, spec| {
-            for (p, c) in power.iter_mut().zip(spec) {
-                *p = c.re * c.re + c.im * c.im;
-            }
-            let row = t - first;
-            self.filterbank
-                .apply_frame(&power, &mut out[row * n_mels..(row + 1) * n_mels]);
-        });
+        self.stft
+            .for_each_power_frame(signal, first, last, |t, power| {
+                let row = t - first;
+                self.filterbank
+                    .apply_frame(power, &mut out[row * n_mels..(row + 1) * n_mels]);
+            });
+    }
+
+    /// Mel energies (in dB when `log_mel`) of frames `first..last`; returns the chunk maximum.
+    fn chunk(&self, signal: &[f32], first: usize, last: usize, out: &mut [f32]) -> f32 {
+        self.mel_energies(signal, first, last, out);
+        if self.filterbank.config().log_mel {
+            self.filterbank.to_db(out);
+        }
+        out.iter().copied().fold(f32::NEG_INFINITY, f32::max)
     }
 
     /// Features of one utterance: `[frames][n_features]` row-major.
@@ -163,25 +169,24 @@ impl Fbank {
         let frames = self.stft.num_frames(signal.len());
         let n_mels = self.cfg.n_mels;
         let mut mels = vec![0.0f32; frames * n_mels];
-        let threads = self
-            .threads
-            .min(frames / MIN_FRAMES_PER_THREAD)
-            .max(1);
-        if threads == 1 {
-            self.mel_energies(signal, 0, frames, &mut mels);
+        let threads = self.threads.min(frames / MIN_FRAMES_PER_THREAD).max(1);
+        let max = if threads == 1 {
+            self.chunk(signal, 0, frames, &mut mels)
         } else {
+            // rayon's pool is already running (candle uses it too): no thread start-up cost,
+            // which matters when a whole utterance takes well under a millisecond.
+            use rayon::prelude::*;
             let per = frames.div_ceil(threads);
-            std::thread::scope(|s| {
-                for (i, chunk) in mels.chunks_mut(per * n_mels).enumerate() {
+            mels.par_chunks_mut(per * n_mels)
+                .enumerate()
+                .map(|(i, chunk)| {
                     let first = i * per;
-                    let last = first + chunk.len() / n_mels;
-                    s.spawn(move || self.mel_energies(signal, first, last, chunk));
-                }
-            });
-        }
+                    self.chunk(signal, first, first + chunk.len() / n_mels, chunk)
+                })
+                .reduce(|| f32::NEG_INFINITY, f32::max)
+        };
         if self.filterbank.config().log_mel {
-            self.filterbank.to_db(&mut mels);
-            self.filterbank.apply_top_db(&mut mels);
+            self.filterbank.apply_floor(&mut mels, max);
         }
         self.post_process(mels, frames)
     }
@@ -258,19 +263,12 @@ impl Fbank {
         if signals.len() <= 1 || self.threads == 1 {
             return signals.iter().map(|s| self.compute(s.as_ref())).collect();
         }
+        use rayon::prelude::*;
         let single = self.clone().with_threads(1);
-        let per = signals.len().div_ceil(self.threads);
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); signals.len()];
-        std::thread::scope(|s| {
-            for (sig, dst) in signals.chunks(per).zip(out.chunks_mut(per)) {
-                let single = &single;
-                s.spawn(move || {
-                    for (x, d) in sig.iter().zip(dst.iter_mut()) {
-                        *d = single.compute(x.as_ref());
-                    }
-                });
-            }
-        });
+        let out: Vec<Vec<f32>> = signals
+            .par_iter()
+            .map(|x| single.compute(x.as_ref()))
+            .collect();
         out
     }
 }

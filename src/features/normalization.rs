@@ -121,16 +121,15 @@ impl InputNormalization {
                 if still && self.training {
                     self.update_global(x, &mask)?;
                 }
-                let (m, s) = match (&self.glob_mean, &self.glob_std) {
-                    (Some(m), Some(s)) => (m.clone(), s.clone()),
-                    _ => {
-                        return Err(FeatureError::State(
+                let (m, s) =
+                    match (&self.glob_mean, &self.glob_std) {
+                        (Some(m), Some(s)) => (m.clone(), s.clone()),
+                        _ => return Err(FeatureError::State(
                             "global InputNormalization has no statistics: load a normalizer.ckpt \
                              or run it in training mode first"
                                 .into(),
-                        ))
-                    }
-                };
+                        )),
+                    };
                 (
                     m.to_device(x.device())?.unsqueeze(0)?.unsqueeze(0)?,
                     s.to_device(x.device())?.unsqueeze(0)?.unsqueeze(0)?,
@@ -154,7 +153,10 @@ impl InputNormalization {
             NormType::Batch => {
                 let (_, mean, var) = gaussian_statistics(x, &mask)?;
                 let std = var.clamp(self.epsilon, f64::INFINITY)?.sqrt()?;
-                (mean.unsqueeze(0)?.unsqueeze(0)?, std.unsqueeze(0)?.unsqueeze(0)?)
+                (
+                    mean.unsqueeze(0)?.unsqueeze(0)?,
+                    std.unsqueeze(0)?.unsqueeze(0)?,
+                )
             }
         };
         let std = if self.std_norm { std } else { std.ones_like()? };
@@ -167,8 +169,7 @@ impl InputNormalization {
         } else {
             (mean, std)
         };
-        Ok(x
-            .broadcast_sub(&mean)?
+        Ok(x.broadcast_sub(&mean)?
             .broadcast_div(&std.clamp(self.epsilon, f64::INFINITY)?)?)
     }
 
@@ -208,9 +209,8 @@ impl InputNormalization {
     /// ```
     pub fn load_statistics(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let ckpt = crate::pretrained::ckpt::read_ckpt(path).map_err(|e| {
-            FeatureError::State(format!("cannot load normalizer statistics: {e}"))
-        })?;
+        let ckpt = crate::pretrained::ckpt::read_ckpt(path)
+            .map_err(|e| FeatureError::State(format!("cannot load normalizer statistics: {e}")))?;
         let get = |k: &str| {
             ckpt.tensor(k).cloned().ok_or_else(|| {
                 FeatureError::State(format!("{} has no `{k}` tensor", path.display()))

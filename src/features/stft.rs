@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
+use rustfft::{Fft, FftPlanner};
 
 use super::{FeatureError, Result};
 
@@ -51,6 +53,8 @@ pub struct Stft {
     pub center: bool,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
+    /// Complex FFT of size n_fft, used to transform two real frames at once.
+    cfft: Arc<dyn Fft<f32>>,
 }
 
 impl std::fmt::Debug for Stft {
@@ -100,6 +104,7 @@ impl Stft {
         let left = (n_fft - win_length) / 2;
         window[left..left + win_length].copy_from_slice(&window_fn.periodic(win_length));
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n_fft);
+        let cfft = FftPlanner::<f32>::new().plan_fft_forward(n_fft);
         Ok(Self {
             sample_rate,
             win_length,
@@ -108,6 +113,7 @@ impl Stft {
             center,
             window,
             fft,
+            cfft,
         })
     }
 
@@ -118,7 +124,11 @@ impl Stft {
 
     /// Number of frames for a signal of `len` samples.
     pub fn num_frames(&self, len: usize) -> usize {
-        let padded = if self.center { len + 2 * (self.n_fft / 2) } else { len };
+        let padded = if self.center {
+            len + 2 * (self.n_fft / 2)
+        } else {
+            len
+        };
         if padded < self.n_fft {
             0
         } else {
@@ -162,6 +172,96 @@ impl Stft {
                 .process_with_scratch(&mut frame, &mut spec, &mut scratch)
                 .expect("FFT buffer sizes come from the plan");
             f(t, &spec);
+        }
+    }
+
+    /// Writes the windowed frame `t` of `signal` into `out` (zero outside the signal).
+    #[inline]
+    fn frame_into(&self, signal: &[f32], t: usize, out: &mut [f32]) {
+        let pad = if self.center { self.n_fft / 2 } else { 0 };
+        let len = signal.len() as isize;
+        let start = (t * self.hop_length) as isize - pad as isize;
+        if start >= 0 && start + self.n_fft as isize <= len {
+            let s = &signal[start as usize..start as usize + self.n_fft];
+            for ((o, x), w) in out.iter_mut().zip(s).zip(&self.window) {
+                *o = x * w;
+            }
+        } else {
+            for (k, o) in out.iter_mut().enumerate() {
+                let i = start + k as isize;
+                *o = if i >= 0 && i < len {
+                    signal[i as usize] * self.window[k]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+
+    /// Calls `f(frame_index, power)` with the power spectrum `|X|^2` (`n_bins` values) of
+    /// frames `first..last`.
+    ///
+    /// Two real frames go through one complex FFT (frame `t` as the real part, `t + 1` as the
+    /// imaginary part) and are separated with the conjugate symmetry of real signals: about
+    /// twice as fast as two real FFTs. Adjacent frames overlap by most of their samples, so
+    /// their energies are similar and the separation adds no error worth noting (tested
+    /// against the one-frame-at-a-time path on signals with 70 dB jumps).
+    pub fn for_each_power_frame(
+        &self,
+        signal: &[f32],
+        first: usize,
+        last: usize,
+        mut f: impl FnMut(usize, &[f32]),
+    ) {
+        let n = self.n_fft;
+        let nb = self.n_bins();
+        let mut buf = vec![Complex::new(0.0f32, 0.0); n];
+        let mut scratch = vec![Complex::new(0.0f32, 0.0); self.cfft.get_inplace_scratch_len()];
+        let (mut pa, mut pb) = (vec![0.0f32; nb], vec![0.0f32; nb]);
+        let (mut fa, mut fb) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let pad = if self.center { n / 2 } else { 0 };
+        let mut t = first;
+        while t + 1 < last {
+            let start = (t * self.hop_length) as isize - pad as isize;
+            let end_b = start + (self.hop_length + n) as isize;
+            if start >= 0 && end_b <= signal.len() as isize {
+                // Interior: window both frames straight into the complex buffer.
+                let sa = &signal[start as usize..start as usize + n];
+                let sb =
+                    &signal[start as usize + self.hop_length..start as usize + self.hop_length + n];
+                for (((z, &a), &b), &w) in buf.iter_mut().zip(sa).zip(sb).zip(&self.window) {
+                    *z = Complex::new(a * w, b * w);
+                }
+            } else {
+                self.frame_into(signal, t, &mut fa);
+                self.frame_into(signal, t + 1, &mut fb);
+                for ((z, &a), &b) in buf.iter_mut().zip(&fa).zip(&fb) {
+                    *z = Complex::new(a, b);
+                }
+            }
+            self.cfft.process_with_scratch(&mut buf, &mut scratch);
+            // A[k] = (Z[k] + conj(Z[n-k])) / 2,  B[k] = (Z[k] - conj(Z[n-k])) / 2i.
+            let z0 = buf[0];
+            pa[0] = z0.re * z0.re;
+            pb[0] = z0.im * z0.im;
+            for k in 1..nb {
+                let (z, w) = (buf[k], buf[n - k]);
+                let (ar, ai) = (z.re + w.re, z.im - w.im);
+                let (br, bi) = (z.re - w.re, z.im + w.im);
+                pa[k] = 0.25 * (ar * ar + ai * ai);
+                pb[k] = 0.25 * (br * br + bi * bi);
+            }
+            f(t, &pa);
+            f(t + 1, &pb);
+            t += 2;
+        }
+        if t < last {
+            self.for_each_frame(signal, t, last, |i, spec| {
+                for (p, c) in pa.iter_mut().zip(spec) {
+                    *p = c.re * c.re + c.im * c.im;
+                }
+                f(i, &pa);
+            });
         }
     }
 

@@ -67,7 +67,11 @@ pub fn read_ckpt(path: impl AsRef<Path>) -> Result<Checkpoint, CkptError> {
     })?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| format_err(path, e))?;
     let pkl = (0..zip.len())
-        .filter_map(|i| zip.name_for_index(i).and_then(|r| r.ok()).map(|s| s.to_string()))
+        .filter_map(|i| {
+            zip.name_for_index(i)
+                .and_then(|r| r.ok())
+                .map(|s| s.to_string())
+        })
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| format_err(path, "no data.pkl inside the archive"))?;
     let mut ckpt = Checkpoint::default();

@@ -19,7 +19,13 @@ pub fn npy(rel: &str) -> NpyArray {
 
 /// Max and mean absolute difference.
 pub fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
-    assert_eq!(a.len(), b.len(), "length mismatch: {} vs {}", a.len(), b.len());
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "length mismatch: {} vs {}",
+        a.len(),
+        b.len()
+    );
     let mut max = 0.0f32;
     let mut sum = 0.0f64;
     for (x, y) in a.iter().zip(b) {

@@ -1,0 +1,59 @@
+//! The `voxbrain` command line: SpeechBrain's tutorial steps as subcommands.
+
+mod fbank;
+mod tour;
+
+use clap::{Parser, Subcommand};
+
+/// SpeechBrain's pretrained speech models and features, in Rust.
+///
+/// Each subcommand mirrors a step of SpeechBrain's "Pretrained Models and Fine-Tuning with
+/// HuggingFace" tutorial. Set RUST_LOG=debug (or use -v) for detailed logs.
+#[derive(Parser, Debug)]
+#[command(name = "voxbrain", version, about, long_about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). Logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compute SpeechBrain's Fbank features of an audio file and write them as .npy.
+    Fbank(fbank::FbankArgs),
+    /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
+    Tour(tour::TourArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Fbank(a) => fbank::run(a),
+        Command::Tour(a) => tour::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The `voxbrain` binary: fbank output equals SpeechBrain's, errors are clear.
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_close, fixture, npy};
+
+fn voxbrain() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_voxbrain"))
+}
+
+#[test]
+fn help_lists_subcommands() {
+    let out = voxbrain().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["fbank", "tour"] {
+        assert!(text.contains(sub), "--help must list {sub}: {text}");
+    }
+    let out = voxbrain().args(["fbank", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--n-mels") && text.contains("resampled"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fbank_command_matches_speechbrain_after_resampling() {
+    // speech_0.wav is 22.05 kHz: the command resamples to 16 kHz like SpeechBrain's load_audio.
+    let dir = tempfile::tempdir().unwrap();
+    for n_mels in [40usize, 80] {
+        let out = dir.path().join(format!("f{n_mels}.npy"));
+        let status = voxbrain()
+            .arg("fbank")
+            .arg(fixture("foundation/speech_0.wav"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--n-mels", &n_mels.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = voxbrain::npy::read_npy(&out).unwrap();
+        let want = npy(&format!("foundation/fbank{n_mels}_speech_0.npy"));
+        assert_eq!(got.shape, want.shape);
+        assert_close("cli fbank", &got.data, &want.data, 2e-3, 1e-4);
+    }
+}
+
+#[test]
+fn fbank_command_reports_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wav");
+    std::fs::write(&bad, "hello").unwrap();
+    let out_path = dir.path().join("out.npy");
+    let out = voxbrain()
+        .arg("fbank")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.wav"), "{err}");
+    assert!(!out_path.exists(), "no output file on failure");
+}
+
+#[test]
+fn tour_runs_on_bundled_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = voxbrain()
+        .args(["tour", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let feats = voxbrain::npy::read_npy(dir.path().join("speech_0_fbank.npy")).unwrap();
+    let want = npy("foundation/fbank40_speech_0.npy");
+    assert_close("tour fbank", &feats.data, &want.data, 2e-3, 1e-4);
+}
