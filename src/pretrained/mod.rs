@@ -1,3 +1,5 @@
-//! Loading pretrained SpeechBrain artefacts. So far: reading `.ckpt` torch pickles.
+//! Loading pretrained SpeechBrain models: `hyperparams.yaml` (HyperPyYAML), `.ckpt` torch
+//! pickles, fetching from local directories, URLs and the HuggingFace hub, the `Pretrainer`.
 
 pub mod ckpt;
+pub mod hparams;
