@@ -1,27 +1,15 @@
-//! Reading SpeechBrain `.ckpt` files: torch zip archives holding a pickled dict (a
-//! `state_dict`, or for normalizers a dict of statistics with plain integers beside tensors).
+//! Reading SpeechBrain `.ckpt` files (torch zip archives holding a pickled dict: a
+//! `state_dict`, or for normalizers statistics with plain integers beside tensors) and
+//! safetensors files.
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::pickle::{Object, PthTensors, Stack};
 use candle_core::Tensor;
 
-/// Errors reading a checkpoint; each names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum CkptError {
-    /// The file cannot be opened.
-    #[error("cannot open checkpoint {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a torch zip checkpoint (or is corrupt).
-    #[error("{path} is not a readable torch checkpoint: {reason}")]
-    Format { path: PathBuf, reason: String },
-}
+use super::CkptError;
 
 /// The contents of a `.ckpt`: tensors by key, plus the integer and float scalars beside them.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +49,28 @@ fn format_err(path: &Path, reason: impl std::fmt::Display) -> CkptError {
 /// ```
 pub fn read_ckpt(path: impl AsRef<Path>) -> Result<Checkpoint, CkptError> {
     let path = path.as_ref();
+    let mut magic = [0u8; 2];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|source| CkptError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let _ = f.read(&mut magic);
+    }
+    if &magic != b"PK" {
+        // Not a zip: try safetensors, the other format voxbrain writes.
+        return match candle_core::safetensors::load(path, &candle_core::Device::Cpu) {
+            Ok(t) => Ok(Checkpoint {
+                tensors: t.into_iter().collect(),
+                ..Default::default()
+            }),
+            Err(_) => Err(format_err(
+                path,
+                "neither a torch zip checkpoint nor a safetensors file",
+            )),
+        };
+    }
     let file = std::fs::File::open(path).map_err(|source| CkptError::Open {
         path: path.to_path_buf(),
         source,
@@ -109,4 +119,25 @@ pub fn read_ckpt(path: impl AsRef<Path>) -> Result<Checkpoint, CkptError> {
         }
     }
     Ok(ckpt)
+}
+
+/// Names and shapes of the tensors in a checkpoint, without loading their data.
+pub fn read_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<usize>)>, CkptError> {
+    let path = path.as_ref();
+    if let Ok(infos) = candle_core::pickle::read_pth_tensor_info(path, false, None) {
+        if !infos.is_empty() {
+            let mut v: Vec<_> = infos
+                .into_iter()
+                .map(|i| (i.name, i.layout.shape().dims().to_vec()))
+                .collect();
+            v.sort();
+            return Ok(v);
+        }
+    }
+    let ckpt = read_ckpt(path)?;
+    Ok(ckpt
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+        .collect())
 }
