@@ -11,3 +11,4 @@ pub mod audio;
 pub mod features;
 pub mod npy;
 pub mod pretrained;
+pub mod progress;

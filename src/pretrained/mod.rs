@@ -2,4 +2,5 @@
 //! pickles, fetching from local directories, URLs and the HuggingFace hub, the `Pretrainer`.
 
 pub mod ckpt;
+pub mod fetching;
 pub mod hparams;
