@@ -134,6 +134,18 @@ pub fn fetch(
     savedir: Option<&Path>,
     opts: &FetchOptions,
 ) -> Result<PathBuf, FetchError> {
+    fetch_as(filename, source, savedir, filename, opts)
+}
+
+/// [`fetch`], saving the file in `savedir` as `save_filename` (the Pretrainer stores each
+/// loadable as `<name>.ckpt`, as SpeechBrain does).
+pub fn fetch_as(
+    filename: &str,
+    source: &str,
+    savedir: Option<&Path>,
+    save_filename: &str,
+    opts: &FetchOptions,
+) -> Result<PathBuf, FetchError> {
     let from = guess_source(source);
     let strategy = if savedir.is_none() {
         LocalStrategy::NoLink
@@ -147,7 +159,7 @@ pub fn fetch(
                 file: filename.into(),
                 reason: e.to_string(),
             })?;
-            Some(d.join(filename))
+            Some(d.join(save_filename))
         }
         None => None,
     };

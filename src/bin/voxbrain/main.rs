@@ -1,6 +1,7 @@
 //! The `voxbrain` command line: SpeechBrain's tutorial steps as subcommands.
 
 mod fbank;
+mod inspect;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Compute SpeechBrain's Fbank features of an audio file and write them as .npy.
     Fbank(fbank::FbankArgs),
+    /// Print what a model source holds as one JSON object: its resolved hyperparameters and
+    /// the parameter names and shapes of every checkpoint its pretrainer collects.
+    Inspect(inspect::InspectArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Fbank(a) => fbank::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {
