@@ -8,7 +8,11 @@
 //! [`features`] (`speechbrain.lobes.features.Fbank`, `speechbrain.processing.features`).
 
 pub mod audio;
+pub mod dataio;
 pub mod features;
+pub mod inference;
+pub mod lobes;
+pub mod nnet;
 pub mod npy;
 pub mod pretrained;
 pub mod progress;

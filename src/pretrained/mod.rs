@@ -36,6 +36,12 @@ pub enum PretrainedError {
         key: String,
         class: String,
     },
+    /// Feature extraction failed.
+    #[error(transparent)]
+    Features(#[from] crate::features::FeatureError),
+    /// Audio could not be read.
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
     /// Tensor error.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),

@@ -1,0 +1,3 @@
+//! Data input/output (`speechbrain.dataio`).
+
+pub mod encoder;

@@ -1,0 +1,7 @@
+//! Inference interfaces (`speechbrain.inference`): load a pretrained model with
+//! `from_hparams` and run it on files or batches.
+
+mod builders;
+pub mod speaker;
+
+pub use speaker::{EncoderClassifier, PaddingMode, SpeakerRecognition};

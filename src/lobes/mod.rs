@@ -1,0 +1,3 @@
+//! Model architectures (`speechbrain.lobes.models`), with SpeechBrain's parameter names.
+
+pub mod ecapa_tdnn;

@@ -1,0 +1,174 @@
+//! `speechbrain.nnet.CNN.Conv1d`: a `torch.nn.Conv1d` (parameters under `conv.`) with
+//! SpeechBrain's "same" padding, which pads in **reflect** mode by default (candle's conv1d
+//! only zero-pads, so the padding is done here).
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// How the time axis is padded before the convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Output length equals input length (stride 1), padding in `PaddingMode`.
+    Same(PaddingMode),
+    /// No padding.
+    Valid,
+    /// `(kernel-1)*dilation` zeros on the left.
+    Causal,
+}
+
+/// Values used for "same" padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaddingMode {
+    /// Mirror without repeating the edge sample (SpeechBrain's default).
+    Reflect,
+    /// Zeros.
+    Zeros,
+    /// Repeat the edge sample.
+    Replicate,
+}
+
+/// SpeechBrain's Conv1d on `[batch, channels, time]` inputs (`skip_transpose=True` layout).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use voxbrain::nnet::cnn::Conv1d;
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let conv = Conv1d::new(4, 8, 3, 2, 1, vb.pp("conv")).unwrap(); // weights at conv.conv.weight
+/// let x = Tensor::zeros((1, 4, 50), DType::F32, &Device::Cpu).unwrap();
+/// assert_eq!(conv.forward_t(&x).unwrap().dims(), &[1, 8, 50]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Conv1d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel_size: usize,
+    dilation: usize,
+    stride: usize,
+    groups: usize,
+    padding: Padding,
+}
+
+impl Conv1d {
+    /// A Conv1d with "same" reflect padding and a bias (SpeechBrain's defaults).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        dilation: usize,
+        groups: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::with_options(
+            in_channels,
+            out_channels,
+            kernel_size,
+            1,
+            dilation,
+            groups,
+            true,
+            Padding::Same(PaddingMode::Reflect),
+            vb,
+        )
+    }
+
+    /// Full control over stride, bias and padding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_options(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        stride: usize,
+        dilation: usize,
+        groups: usize,
+        bias: bool,
+        padding: Padding,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let vb = vb.pp("conv");
+        let weight = vb.get((out_channels, in_channels / groups, kernel_size), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_channels, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            kernel_size,
+            dilation,
+            stride,
+            groups,
+            padding,
+        })
+    }
+
+    /// Left and right padding for an input of `len` frames.
+    fn pads(&self) -> (usize, usize) {
+        match self.padding {
+            Padding::Valid => (0, 0),
+            Padding::Causal => ((self.kernel_size - 1) * self.dilation, 0),
+            Padding::Same(_) => {
+                // SpeechBrain's get_padding_elem: floor((L_in - L_out) / 2) on both sides for
+                // stride 1, kernel_size // 2 otherwise.
+                let p = if self.stride > 1 {
+                    self.kernel_size / 2
+                } else {
+                    self.dilation * (self.kernel_size - 1) / 2
+                };
+                (p, p)
+            }
+        }
+    }
+
+    /// Applies the convolution to `[batch, channels, time]`.
+    pub fn forward_t(&self, x: &Tensor) -> Result<Tensor> {
+        let (l, r) = self.pads();
+        let x = match self.padding {
+            Padding::Same(PaddingMode::Reflect) if l + r > 0 => reflect_pad(x, l, r)?,
+            Padding::Same(PaddingMode::Replicate) if l + r > 0 => {
+                x.pad_with_same(D::Minus1, l, r)?
+            }
+            _ if l + r > 0 => x.pad_with_zeros(D::Minus1, l, r)?,
+            _ => x.clone(),
+        };
+        let y = if self.kernel_size == 1 && self.groups == 1 && self.stride == 1 {
+            // A 1x1 convolution is a matmul: [out, in] x [B, in, T].
+            let (b, _, t) = x.dims3()?;
+            let w = self.weight.squeeze(2)?;
+            w.broadcast_left(b)?
+                .matmul(&x.contiguous()?)?
+                .reshape((b, (), t))?
+        } else {
+            x.conv1d(&self.weight, 0, self.stride, self.dilation, self.groups)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x)
+    }
+}
+
+/// Reflect padding of the last axis (`torch.nn.functional.pad(mode="reflect")`): the edge
+/// sample is not repeated. Needs `left, right < len`, as in torch.
+pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
+    let len = x.dim(D::Minus1)?;
+    if left >= len || right >= len {
+        candle_core::bail!(
+            "reflect padding of {left}/{right} needs more than {len} frames (input too short)"
+        );
+    }
+    let mut idx: Vec<u32> = Vec::with_capacity(len + left + right);
+    idx.extend((1..=left).rev().map(|i| i as u32));
+    idx.extend((0..len).map(|i| i as u32));
+    idx.extend((0..right).map(|i| (len - 2 - i) as u32));
+    let idx = Tensor::from_vec(idx, len + left + right, x.device())?;
+    x.contiguous()?.index_select(&idx, x.rank() - 1)
+}
