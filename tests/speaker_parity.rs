@@ -260,3 +260,39 @@ fn bad_inputs_are_clear_errors_or_sb_behaviour() {
         "{err}"
     );
 }
+
+#[test]
+fn embed_and_verify_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_voxbrain");
+    let src = fixture("speaker/model_small");
+    let out = dir.path().join("emb.npy");
+    let status = std::process::Command::new(exe)
+        .args(["embed", "--source", src.to_str().unwrap(), "--savedir"])
+        .arg(dir.path().join("save"))
+        .arg(fixture("foundation/speech_0.wav"))
+        .arg(fixture("foundation/speech_1.wav"))
+        .arg("--out")
+        .arg(&out)
+        .env("HF_HUB_OFFLINE", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let a = voxbrain::npy::read_npy(&out).unwrap();
+    assert_eq!(a.shape, vec![2, 24]);
+    let o = std::process::Command::new(exe)
+        .args(["verify", "--source", src.to_str().unwrap(), "--savedir"])
+        .arg(dir.path().join("save"))
+        .arg(fixture("foundation/speech_0.wav"))
+        .arg(fixture("foundation/speech_2.wav"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("speaker/reference.json")).unwrap()).unwrap();
+    let want = reference["verify"]["0-2"]["score"].as_f64().unwrap();
+    assert!((v["score"].as_f64().unwrap() - want).abs() < 1e-4, "{v}");
+    assert_eq!(v["prediction"], reference["verify"]["0-2"]["prediction"]);
+}

@@ -2,6 +2,7 @@
 
 mod fbank;
 mod inspect;
+mod speaker;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Compute SpeechBrain's Fbank features of an audio file and write them as .npy.
     Fbank(fbank::FbankArgs),
+    /// Speaker embeddings of audio files (ECAPA-TDNN), written as a [n, lin_neurons] .npy.
+    Embed(speaker::EmbedArgs),
+    /// Speaker verification of two files: prints {"score": <cosine>, "prediction": <bool>}.
+    Verify(speaker::VerifyArgs),
     /// Print what a model source holds as one JSON object: its resolved hyperparameters and
     /// the parameter names and shapes of every checkpoint its pretrainer collects.
     Inspect(inspect::InspectArgs),
@@ -52,6 +57,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Fbank(a) => fbank::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Embed(a) => speaker::embed(a),
+        Command::Verify(a) => speaker::verify(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {
