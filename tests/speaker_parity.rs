@@ -291,7 +291,8 @@ fn embed_and_verify_commands() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("speaker/reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("speaker/reference.json")).unwrap())
+            .unwrap();
     let want = reference["verify"]["0-2"]["score"].as_f64().unwrap();
     assert!((v["score"].as_f64().unwrap() - want).abs() < 1e-4, "{v}");
     assert_eq!(v["prediction"], reference["verify"]["0-2"]["prediction"]);

@@ -25,15 +25,44 @@ def time_fn(fn, repeats, warmup=10):
     return times[len(times) // 2]
 
 
+def bench_ecapa(args):
+    import resource
+    import tempfile
+
+    import numpy as np
+    from speechbrain.inference.speaker import SpeakerRecognition
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = SpeakerRecognition.from_hparams(source=args.model_dir, savedir=tmp,
+                                            overrides={"pretrained_path": args.model_dir})
+    wav = m.load_audio(args.wav)
+    with torch.no_grad():
+        e = m.encode_batch(wav)
+        if args.out:
+            np.save(args.out, e[0, 0].numpy())
+        b8 = wav.unsqueeze(0).repeat(8, 1)
+        t1 = time_fn(lambda: m.encode_batch(wav), args.repeats, warmup=1)
+        t8 = time_fn(lambda: m.encode_batch(b8), args.repeats, warmup=1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"impl": "speechbrain", "what": "ecapa", "seconds": round(len(wav) / 16000, 2),
+                      "batch1_ms": round(t1, 1), "batch8_ms": round(t8, 1), "peak_rss_mb": round(rss),
+                      "torch_threads": args.threads}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["fbank"])
+    ap.add_argument("what", choices=["fbank", "ecapa"])
     ap.add_argument("wav")
+    ap.add_argument("--model-dir", help="SB-layout model directory (ecapa)")
+    ap.add_argument("--out", help="write the batch-1 embedding here (.npy)")
     ap.add_argument("--n-mels", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+
+    if args.what == "ecapa":
+        return bench_ecapa(args)
 
     from speechbrain.dataio import audio_io
     from speechbrain.dataio.preprocess import AudioNormalizer

@@ -133,13 +133,8 @@ impl Conv1d {
             _ if l + r > 0 => x.pad_with_zeros(D::Minus1, l, r)?,
             _ => x.clone(),
         };
-        let y = if self.kernel_size == 1 && self.groups == 1 && self.stride == 1 {
-            // A 1x1 convolution is a matmul: [out, in] x [B, in, T].
-            let (b, _, t) = x.dims3()?;
-            let w = self.weight.squeeze(2)?;
-            w.broadcast_left(b)?
-                .matmul(&x.contiguous()?)?
-                .reshape((b, (), t))?
+        let y = if self.groups == 1 && self.stride == 1 {
+            self.matmul_conv(&x)?
         } else {
             x.conv1d(&self.weight, 0, self.stride, self.dilation, self.groups)?
         };
@@ -147,6 +142,38 @@ impl Conv1d {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
             None => Ok(y),
         }
+    }
+}
+
+impl Conv1d {
+    /// Stride-1, ungrouped convolution as one matrix product: the `k` dilated shifts of the
+    /// (already padded) input are stacked under each channel (`[B, C*k, T]`, the order of the
+    /// weight's `[out, C, k]` layout), so dilated kernels get the same multi-threaded GEMM as
+    /// 1x1 ones (candle's direct kernel is single-threaded for dilation > 1).
+    fn matmul_conv(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, tp) = x.dims3()?;
+        let k = self.kernel_size;
+        let span = self.dilation * (k - 1);
+        if tp <= span {
+            candle_core::bail!(
+                "conv1d input of {tp} frames is shorter than the kernel span {}",
+                span + 1
+            );
+        }
+        let t = tp - span;
+        let cols = if k == 1 {
+            x.contiguous()?
+        } else {
+            let shifts: Vec<Tensor> = (0..k)
+                .map(|j| x.narrow(2, j * self.dilation, t))
+                .collect::<Result<_>>()?;
+            Tensor::stack(&shifts, 2)?.reshape((b, c * k, t))?
+        };
+        let w = self.weight.reshape((self.weight.dim(0)?, c * k))?;
+        if b == 1 {
+            return w.matmul(&cols.squeeze(0)?)?.unsqueeze(0);
+        }
+        w.broadcast_left(b)?.contiguous()?.matmul(&cols)
     }
 }
 

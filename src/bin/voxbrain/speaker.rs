@@ -58,7 +58,9 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut dim = 0;
     for p in &a.audio {
-        let wav = model.load_audio(p).with_context(|| format!("reading {}", p.display()))?;
+        let wav = model
+            .load_audio(p)
+            .with_context(|| format!("reading {}", p.display()))?;
         let e = model
             .encode_batch(&wav, None, a.normalize)
             .with_context(|| format!("embedding {}", p.display()))?;
@@ -69,7 +71,11 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     write_npy(&a.out, &[a.audio.len(), dim], &rows)?;
-    tracing::info!("{} embeddings of size {dim} -> {}", a.audio.len(), a.out.display());
+    tracing::info!(
+        "{} embeddings of size {dim} -> {}",
+        a.audio.len(),
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -92,6 +98,9 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let y = model.load_audio(&a.b)?.unsqueeze(0)?;
     let (score, decision) = model.verify_batch(&x, &y, None, None, a.threshold)?;
     let score = score.flatten_all()?.to_vec1::<f32>()?[0];
-    println!("{}", serde_json::json!({"score": score, "prediction": decision[0]}));
+    println!(
+        "{}",
+        serde_json::json!({"score": score, "prediction": decision[0]})
+    );
     Ok(())
 }

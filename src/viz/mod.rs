@@ -1,0 +1,10 @@
+//! Figures and notebook display: PCA of embeddings, plotters scatter plots (PNG and SVG), and
+//! inline display of images and audio in evcxr Jupyter notebooks.
+
+pub mod display;
+pub mod pca;
+pub mod scatter;
+
+pub use display::{audio_html, show_audio, show_image};
+pub use pca::Pca;
+pub use scatter::scatter_plot;

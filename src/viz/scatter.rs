@@ -1,0 +1,131 @@
+//! A labelled 2-D scatter plot (the tutorial's PCA of speaker embeddings) with plotters, as PNG
+//! or SVG depending on the file extension. Points are coloured by label and annotated.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+static FONT: &[u8] = include_bytes!("fonts/DejaVuSansMono.ttf");
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The bundled DejaVu font (see fonts/DejaVu-LICENSE.txt) renders PNG text without any
+        // system font library.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Draws `points` labelled by `labels` into `path` (`.png` or `.svg`), written atomically.
+///
+/// ```no_run
+/// voxbrain::viz::scatter_plot(&[(0.0, 1.0), (1.0, 0.5)], &["1272".into(), "1462".into()],
+///     "Speaker embeddings (PCA)", "pca.png").unwrap();
+/// ```
+pub fn scatter_plot(
+    points: &[(f64, f64)],
+    labels: &[String],
+    title: &str,
+    path: impl AsRef<Path>,
+) -> Result<(), String> {
+    let path = path.as_ref();
+    if points.len() != labels.len() {
+        return Err(format!(
+            "{} points but {} labels",
+            points.len(),
+            labels.len()
+        ));
+    }
+    register_font();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".voxbrain-")
+        .suffix(&format!(".{ext}"))
+        .tempfile_in(&dir)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = (800, 600);
+    match ext.as_str() {
+        "png" => {
+            let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
+            draw(&root, points, labels, title).map_err(|e| format!("{}: {e}", path.display()))?;
+            root.present()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        "svg" => {
+            let root = SVGBackend::new(tmp.path(), size).into_drawing_area();
+            draw(&root, points, labels, title).map_err(|e| format!("{}: {e}", path.display()))?;
+            root.present()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        other => {
+            return Err(format!(
+                "{}: unsupported figure format `{other}` (use .png or .svg)",
+                path.display()
+            ))
+        }
+    }
+    tmp.persist(path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    points: &[(f64, f64)],
+    labels: &[String],
+    title: &str,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        (x0, x1, y0, y1) = (-1.0, 1.0, -1.0, 1.0);
+    }
+    let (px, py) = (((x1 - x0) * 0.1).max(1e-6), ((y1 - y0) * 0.1).max(1e-6));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
+    chart
+        .configure_mesh()
+        .x_desc("Principal Component 1")
+        .y_desc("Principal Component 2")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let mut uniq: Vec<&String> = labels.iter().collect();
+    uniq.sort();
+    uniq.dedup();
+    for (&(x, y), lab) in points.iter().zip(labels) {
+        let c = Palette99::pick(uniq.iter().position(|u| *u == lab).unwrap_or(0)).to_rgba();
+        chart.draw_series(std::iter::once(Circle::new((x, y), 5, c.filled())))?;
+        chart.draw_series(std::iter::once(Text::new(
+            lab.clone(),
+            (x, y),
+            ("sans-serif", 13).into_font(),
+        )))?;
+    }
+    Ok(())
+}
