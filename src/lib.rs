@@ -8,6 +8,7 @@
 //! [`features`] (`speechbrain.lobes.features.Fbank`, `speechbrain.processing.features`).
 
 pub mod audio;
+pub mod dataio;
 pub mod features;
 pub mod npy;
 pub mod pretrained;
