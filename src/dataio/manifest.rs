@@ -188,7 +188,7 @@ pub fn read_json_manifest(path: impl AsRef<Path>, replacements: &Replacements) -
             replace_json(&mut v, replacements).map_err(|name| DataIoError::MissingReplacement {
                 id: id.clone(),
                 key: key.clone(),
-                value: v.to_string(),
+                value: v.as_str().map(String::from).unwrap_or_else(|| v.to_string()),
                 name,
             })?;
             let c = match col_index.get(&key) {
@@ -422,6 +422,14 @@ pub fn write_manifest(df: &DataFrame, path: impl AsRef<Path>, format: ManifestFo
             }
         }
         w.flush().map_err(|e| DataIoError::io(path, e))?;
+    }
+    // Temporary files are created 0600; a manifest is an ordinary data file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| DataIoError::io(path, e))?;
     }
     tmp.persist(path)
         .map_err(|e| DataIoError::io(path, e.error))?;
