@@ -32,12 +32,24 @@ fn big_manifest(path: &Path) {
         .enumerate()
         .map(|(i, s)| format!("{s}-{i}"))
         .collect();
-    let paths: Vec<String> = ids.iter().map(|i| format!("{{data_root}}/train/{i}.flac")).collect();
-    let words: Vec<String> = (0..ROWS)
-        .map(|i| format!("CHAPTER {} THE WORDS OF UTTERANCE NUMBER {i} ARE HERE", i % 97))
+    let paths: Vec<String> = ids
+        .iter()
+        .map(|i| format!("{{data_root}}/train/{i}.flac"))
         .collect();
-    let spk: Vec<String> = (0..ROWS).map(|i| format!("speaker_{}", 100 + i % 2338)).collect();
-    let length: Vec<f64> = (0..ROWS).map(|i| 1.0 + ((i * 7919) % 34_000) as f64 / 1000.0).collect();
+    let words: Vec<String> = (0..ROWS)
+        .map(|i| {
+            format!(
+                "CHAPTER {} THE WORDS OF UTTERANCE NUMBER {i} ARE HERE",
+                i % 97
+            )
+        })
+        .collect();
+    let spk: Vec<String> = (0..ROWS)
+        .map(|i| format!("speaker_{}", 100 + i % 2338))
+        .collect();
+    let length: Vec<f64> = (0..ROWS)
+        .map(|i| 1.0 + ((i * 7919) % 34_000) as f64 / 1000.0)
+        .collect();
     let df = DataFrame::new_infer_height(vec![
         Column::new("id".into(), ids),
         Column::new("file_path".into(), paths),
@@ -50,10 +62,16 @@ fn big_manifest(path: &Path) {
 }
 
 fn load_filter_sort(path: &Path) -> usize {
-    let repl = [("data_root".to_string(), "/data/LibriSpeech".to_string())].into_iter().collect();
+    let repl = [("data_root".to_string(), "/data/LibriSpeech".to_string())]
+        .into_iter()
+        .collect();
     let ds = DynamicItemDataset::from_json(path, &repl).unwrap();
     let ds = ds
-        .filtered_sorted(&FilterSort::new().sort_key("length").key_max_value("length", 30.0))
+        .filtered_sorted(
+            &FilterSort::new()
+                .sort_key("length")
+                .key_max_value("length", 30.0),
+        )
         .unwrap();
     ds.len()
 }
@@ -71,10 +89,20 @@ fn bench_manifest(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("manifest_281k");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("from_json+filtered_sorted", |b| b.iter(|| load_filter_sort(&path)));
+    g.bench_function("from_json+filtered_sorted", |b| {
+        b.iter(|| load_filter_sort(&path))
+    });
     let ds = DynamicItemDataset::from_json(&path, &Default::default()).unwrap();
     g.bench_function("filtered_sorted_only", |b| {
-        b.iter(|| ds.filtered_sorted(&FilterSort::new().sort_key("length").key_max_value("length", 30.0)).unwrap().len())
+        b.iter(|| {
+            ds.filtered_sorted(
+                &FilterSort::new()
+                    .sort_key("length")
+                    .key_max_value("length", 30.0),
+            )
+            .unwrap()
+            .len()
+        })
     });
     g.finish();
 }
@@ -120,22 +148,36 @@ fn bench_librispeech(c: &mut Criterion) {
     let mut g = c.benchmark_group("librispeech_to_json_20k");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(FILES as u64));
-    g.bench_function("parse_to_json", |b| b.iter(|| parse_to_json(&root, &out, &opts).unwrap()));
+    g.bench_function("parse_to_json", |b| {
+        b.iter(|| parse_to_json(&root, &out, &opts).unwrap())
+    });
     g.finish();
 }
 
 fn loader_dataset() -> (DynamicItemDataset, f64) {
     // The committed mini corpus, repeated to 96 utterances.
     let corpus = fixtures().join("dataio/corpus");
-    let (df, _) = dataio::librispeech::parse_librispeech(&corpus, &ParseOptions::default()).unwrap();
+    let (df, _) =
+        dataio::librispeech::parse_librispeech(&corpus, &ParseOptions::default()).unwrap();
     let reps = 96usize.div_ceil(df.height());
     let mut ids = Vec::new();
     let mut paths = Vec::new();
     let mut lens = Vec::new();
     for r in 0..reps {
         for i in 0..df.height() {
-            ids.push(format!("{}-r{r}", df.column("id").unwrap().str().unwrap().get(i).unwrap()));
-            paths.push(df.column("file_path").unwrap().str().unwrap().get(i).unwrap().to_string());
+            ids.push(format!(
+                "{}-r{r}",
+                df.column("id").unwrap().str().unwrap().get(i).unwrap()
+            ));
+            paths.push(
+                df.column("file_path")
+                    .unwrap()
+                    .str()
+                    .unwrap()
+                    .get(i)
+                    .unwrap()
+                    .to_string(),
+            );
             lens.push(df.column("length").unwrap().f64().unwrap().get(i).unwrap());
         }
     }
@@ -147,8 +189,11 @@ fn loader_dataset() -> (DynamicItemDataset, f64) {
     ])
     .unwrap();
     let mut ds = DynamicItemDataset::from_polars(df).unwrap();
-    ds = ds.filtered_sorted(&FilterSort::new().sort_key("length")).unwrap();
-    ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item).unwrap();
+    ds = ds
+        .filtered_sorted(&FilterSort::new().sort_key("length"))
+        .unwrap();
+    ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item)
+        .unwrap();
     ds.set_output_keys(&["id", "signal"]);
     (ds, secs)
 }
@@ -178,7 +223,9 @@ fn bench_loader(c: &mut Criterion) {
             "loader, {workers} workers: {n} utterances, {secs:.1} s of audio in {el:.3} s = {:.0}x real time (target > 200x with 2 workers)",
             secs / el
         );
-        g.bench_function(format!("{workers}_workers_epoch_{secs:.0}s_audio"), |b| b.iter(|| run_epoch(&loader)));
+        g.bench_function(format!("{workers}_workers_epoch_{secs:.0}s_audio"), |b| {
+            b.iter(|| run_epoch(&loader))
+        });
     }
     g.finish();
 }

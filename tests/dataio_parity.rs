@@ -14,11 +14,15 @@ fn sb_order() -> Json {
 }
 
 fn dataset() -> DynamicItemDataset {
-    let repl = [("data_root".to_string(), "/data".to_string())].into_iter().collect();
+    let repl = [("data_root".to_string(), "/data".to_string())]
+        .into_iter()
+        .collect();
     let mut ds = DynamicItemDataset::from_json(fixture("dataio/manifest.json"), &repl).unwrap();
     // The same dynamic item as the fixture script: number of words.
     ds.add_dynamic_item(&["words"], &["n_words"], |a| {
-        Ok(vec![Value::Int(a.str(0)?.split_whitespace().count() as i64)])
+        Ok(vec![
+            Value::Int(a.str(0)?.split_whitespace().count() as i64),
+        ])
     })
     .unwrap();
     ds
@@ -76,7 +80,10 @@ fn file_order_and_replacements_match_speechbrain() {
     ds.set_output_keys(&["file_path", "words", "spkID", "length", "samples"]);
     let p = ds.get(0).unwrap();
     let want = &sb["first_point"];
-    assert_eq!(p.str("file_path").unwrap(), want["file_path"].as_str().unwrap());
+    assert_eq!(
+        p.str("file_path").unwrap(),
+        want["file_path"].as_str().unwrap()
+    );
     assert!(p.str("file_path").unwrap().starts_with("/data/"));
     assert_eq!(p.str("words").unwrap(), want["words"].as_str().unwrap());
     assert_eq!(p.f64("length").unwrap(), want["length"].as_f64().unwrap());
@@ -93,7 +100,10 @@ fn filtered_sorted_matches_speechbrain() {
         let got = ds.filtered_sorted(&filter_sort(&c["kwargs"])).unwrap();
         let want = strings(&c["ids"]);
         assert_eq!(got.ids().unwrap(), want, "combo {name}");
-        println!("filtered_sorted {name}: {} ids, same order as SpeechBrain", want.len());
+        println!(
+            "filtered_sorted {name}: {} ids, same order as SpeechBrain",
+            want.len()
+        );
     }
 }
 
@@ -107,7 +117,9 @@ fn sequential_batches_match_speechbrain() {
     ] {
         let mut ds = dataset();
         if sort {
-            ds = ds.filtered_sorted(&FilterSort::new().sort_key("length")).unwrap();
+            ds = ds
+                .filtered_sorted(&FilterSort::new().sort_key("length"))
+                .unwrap();
         }
         ds.set_output_keys(&["id"]);
         for workers in [0, 2] {
@@ -123,9 +135,21 @@ fn sequential_batches_match_speechbrain() {
             .unwrap();
             let got: Vec<Vec<String>> = loader
                 .iter(0)
-                .map(|b| b.unwrap().strings("id").unwrap().iter().map(|s| s.to_string()).collect())
+                .map(|b| {
+                    b.unwrap()
+                        .strings("id")
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                })
                 .collect();
-            let want: Vec<Vec<String>> = sb["batches"][name].as_array().unwrap().iter().map(strings).collect();
+            let want: Vec<Vec<String>> = sb["batches"][name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(strings)
+                .collect();
             assert_eq!(got, want, "{name} with {workers} workers");
         }
         println!("batches {name}: same as SpeechBrain's DataLoader");

@@ -45,7 +45,10 @@ fn tutorial_pipeline_runs() {
     // parse_to_json("./LibriSpeech/dev-clean-2")
     let summary = parse_to_json(corpus(), &json, &ParseOptions::default()).unwrap();
     println!("parse_to_json: {summary}");
-    assert!(summary.utterances >= 8 && summary.speakers >= 3, "{summary}");
+    assert!(
+        summary.utterances >= 8 && summary.speakers >= 3,
+        "{summary}"
+    );
 
     // dataset = DynamicItemDataset.from_json("data.json")
     let dataset = DynamicItemDataset::from_json(&json, &Default::default()).unwrap();
@@ -74,8 +77,14 @@ fn tutorial_pipeline_runs() {
             move |a| {
                 let words = a.str(0)?;
                 let tokens_list = tokenizer.encode_as_ids(words);
-                let bos: Vec<i64> = std::iter::once(BOS).chain(tokens_list.iter().copied()).collect();
-                let eos: Vec<i64> = tokens_list.iter().copied().chain(std::iter::once(EOS)).collect();
+                let bos: Vec<i64> = std::iter::once(BOS)
+                    .chain(tokens_list.iter().copied())
+                    .collect();
+                let eos: Vec<i64> = tokens_list
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(EOS))
+                    .collect();
                 Ok(vec![
                     Value::from(words),
                     Value::from(tokens_list.clone()),
@@ -90,9 +99,21 @@ fn tutorial_pipeline_runs() {
     // Lazy: with only text keys requested, no audio is read.
     dataset.set_output_keys(&["id", "tokens"]);
     dataset.get(0).unwrap();
-    assert_eq!(reads.load(Ordering::SeqCst), 0, "audio read although not requested");
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        0,
+        "audio read although not requested"
+    );
 
-    dataset.set_output_keys(&["id", "signal", "words", "tokens_list", "tokens_bos", "tokens_eos", "tokens"]);
+    dataset.set_output_keys(&[
+        "id",
+        "signal",
+        "words",
+        "tokens_list",
+        "tokens_bos",
+        "tokens_eos",
+        "tokens",
+    ]);
     let p = dataset.get(0).unwrap();
     println!("dataset[0]: {:?}", p.keys().collect::<Vec<_>>());
     assert_eq!(reads.load(Ordering::SeqCst), 1);
@@ -131,10 +152,24 @@ fn tutorial_pipeline_runs() {
     let lens = wav_lens.to_vec1::<f32>().unwrap();
     let max = wavs.dim(1).unwrap();
     for (i, l) in lens.iter().enumerate() {
-        let n = dataset.get(i).unwrap().tensor("signal").unwrap().dim(0).unwrap();
-        assert_eq!(*l, (n as f64 / max as f64) as f32, "relative length of example {i}");
+        let n = dataset
+            .get(i)
+            .unwrap()
+            .tensor("signal")
+            .unwrap()
+            .dim(0)
+            .unwrap();
+        assert_eq!(
+            *l,
+            (n as f64 / max as f64) as f32,
+            "relative length of example {i}"
+        );
     }
-    assert_eq!(*lens.last().unwrap(), 1.0, "sorted ascending: the last is the longest");
+    assert_eq!(
+        *lens.last().unwrap(),
+        1.0,
+        "sorted ascending: the last is the longest"
+    );
     let (tokens_bos, _) = batch.padded("tokens_bos").unwrap().pair();
     assert_eq!(tokens_bos.dtype(), DType::I64);
     assert_eq!(batch.strings("words").unwrap().len(), 8);
@@ -144,7 +179,9 @@ fn tutorial_pipeline_runs() {
 
 #[test]
 fn librispeech_parse_matches_tutorial_script() {
-    let sb: Json = serde_json::from_str(&std::fs::read_to_string(fixture("dataio/sb_corpus.json")).unwrap()).unwrap();
+    let sb: Json =
+        serde_json::from_str(&std::fs::read_to_string(fixture("dataio/sb_corpus.json")).unwrap())
+            .unwrap();
     let opts = ParseOptions {
         length_unit: LengthUnit::Samples,
         data_root_placeholder: true,
@@ -165,7 +202,12 @@ fn librispeech_parse_matches_tutorial_script() {
         let p = ds.get(i).unwrap();
         let want = &sb[p.id()];
         for key in ["file_path", "words", "spkID"] {
-            assert_eq!(p.str(key).unwrap(), want[key].as_str().unwrap(), "{} {key}", p.id());
+            assert_eq!(
+                p.str(key).unwrap(),
+                want[key].as_str().unwrap(),
+                "{} {key}",
+                p.id()
+            );
         }
         assert_eq!(p.i64("length").unwrap(), want["length"].as_i64().unwrap());
     }
@@ -174,12 +216,18 @@ fn librispeech_parse_matches_tutorial_script() {
 
 #[test]
 fn padded_batch_matches_speechbrain() {
-    let sb: Json = serde_json::from_str(&std::fs::read_to_string(fixture("dataio/sb_padded_ids.json")).unwrap()).unwrap();
+    let sb: Json = serde_json::from_str(
+        &std::fs::read_to_string(fixture("dataio/sb_padded_ids.json")).unwrap(),
+    )
+    .unwrap();
     let root = corpus().to_string_lossy().into_owned();
     let repl = [("data_root".to_string(), root)].into_iter().collect();
     let ds = DynamicItemDataset::from_json(fixture("dataio/sb_corpus.json"), &repl).unwrap();
-    let mut ds = ds.filtered_sorted(&FilterSort::new().sort_key("length")).unwrap();
-    ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item).unwrap();
+    let mut ds = ds
+        .filtered_sorted(&FilterSort::new().sort_key("length"))
+        .unwrap();
+    ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item)
+        .unwrap();
     ds.add_dynamic_item(&["words"], &["words", "tokens"], |a| {
         let w = a.str(0)?;
         let t: Vec<i64> = w.chars().take(40).map(|c| (c as i64) % 50).collect();
@@ -188,25 +236,55 @@ fn padded_batch_matches_speechbrain() {
     .unwrap();
     ds.set_output_keys(&["id", "signal", "words", "tokens"]);
     let batch = PaddedBatch::new((0..3).map(|i| ds.get(i).unwrap()).collect()).unwrap();
-    let want_ids: Vec<&str> = sb["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let want_ids: Vec<&str> = sb["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(batch.strings("id").unwrap(), want_ids);
-    let want_words: Vec<&str> = sb["words"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let want_words: Vec<&str> = sb["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(batch.strings("words").unwrap(), want_words);
 
     let (sig, lens) = batch.padded("signal").unwrap().pair();
     let want_lens = npy("dataio/padded_signal_lens.npy");
-    assert_eq!(lens.to_vec1::<f32>().unwrap(), want_lens.data, "signal relative lengths");
+    assert_eq!(
+        lens.to_vec1::<f32>().unwrap(),
+        want_lens.data,
+        "signal relative lengths"
+    );
     // The fixture keeps every 97th sample of the padded batch (full audio would weigh 100s of kB).
     let want = npy("dataio/padded_signal_strided.npy");
     let rows = sig.to_vec2::<f32>().unwrap();
-    let got: Vec<f32> = rows.iter().flat_map(|r| r.iter().step_by(97).copied()).collect();
+    let got: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.iter().step_by(97).copied())
+        .collect();
     assert_eq!(want.shape, vec![3, rows[0].len().div_ceil(97)]);
     assert_eq!(got, want.data, "padded signal samples");
 
     let (tok, tok_lens) = batch.padded("tokens").unwrap().pair();
     let want_tok = npy("dataio/padded_tokens.npy");
-    let got_tok: Vec<f32> = tok.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let got_tok: Vec<f32> = tok
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(got_tok, want_tok.data, "padded tokens");
-    assert_eq!(tok_lens.to_vec1::<f32>().unwrap(), npy("dataio/padded_tokens_lens.npy").data);
-    println!("PaddedBatch: signal {:?} and tokens {:?} identical to SpeechBrain's", sig.dims(), tok.dims());
+    assert_eq!(
+        tok_lens.to_vec1::<f32>().unwrap(),
+        npy("dataio/padded_tokens_lens.npy").data
+    );
+    println!(
+        "PaddedBatch: signal {:?} and tokens {:?} identical to SpeechBrain's",
+        sig.dims(),
+        tok.dims()
+    );
 }

@@ -171,7 +171,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 },
                 data_root_placeholder,
                 progress: true,
-                extensions: ext.iter().map(|e| e.trim_start_matches('.').to_ascii_lowercase()).collect(),
+                extensions: ext
+                    .iter()
+                    .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                    .collect(),
             };
             let t = std::time::Instant::now();
             let summary = parse_to_manifest(&root, &out, format, &opts)?;
@@ -227,7 +230,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 snr,
                 seed,
             })?;
-            println!("{}: {n} mixtures at {sample_rate} Hz, SNR {snr} dB", out.display());
+            println!(
+                "{}: {n} mixtures at {sample_rate} Hz, SNR {snr} dB",
+                out.display()
+            );
         }
     }
     Ok(())

@@ -27,6 +27,16 @@ pub struct MixOptions {
     pub seed: u64,
 }
 
+/// One manifest row.
+struct MixRow {
+    id: String,
+    /// mix, s1, s2 paths (`{data_root}/...`).
+    wavs: [String; 3],
+    seconds: f64,
+    spk1: String,
+    spk2: String,
+}
+
 fn power(x: &[f32]) -> f64 {
     x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len().max(1) as f64
 }
@@ -67,25 +77,39 @@ pub fn mix_pair(s1: &[f32], s2: &[f32], snr: f64) -> (Vec<f32>, Vec<f32>, Vec<f3
 /// Builds the mixtures; returns how many were written.
 pub fn mix(opts: &MixOptions) -> Result<usize> {
     let (df, _) = parse_librispeech(&opts.corpus, &ParseOptions::default())?;
-    let ids: Vec<String> = df.column("id")?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect();
+    let ids: Vec<String> = df
+        .column("id")?
+        .str()?
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect();
     let paths: Vec<String> = df
         .column("file_path")?
         .str()?
         .iter()
         .map(|s| s.unwrap_or("").to_string())
         .collect();
-    let spk: Vec<&str> = ids.iter().map(|i| i.split('-').next().unwrap_or("")).collect();
+    let spk: Vec<&str> = ids
+        .iter()
+        .map(|i| i.split('-').next().unwrap_or(""))
+        .collect();
     if spk.iter().all(|s| *s == spk[0]) {
-        bail!("{}: mixing needs at least two speakers", opts.corpus.display());
+        bail!(
+            "{}: mixing needs at least two speakers",
+            opts.corpus.display()
+        );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let mut rows: Vec<(String, String, String, String, f64, String, String)> = Vec::new();
+    let mut rows: Vec<MixRow> = Vec::new();
     let mut used = std::collections::HashSet::new();
     let mut attempts = 0usize;
     while rows.len() < opts.count {
         attempts += 1;
         if attempts > 50 * opts.count + 100 {
-            tracing::warn!(made = rows.len(), "not enough distinct speaker pairs for more mixtures");
+            tracing::warn!(
+                made = rows.len(),
+                "not enough distinct speaker pairs for more mixtures"
+            );
             break;
         }
         let i = rng.random_range(0..ids.len());
@@ -93,7 +117,11 @@ pub fn mix(opts: &MixOptions) -> Result<usize> {
         if spk[j] == spk[i] || !used.insert((i, j)) {
             continue;
         }
-        let (m, a, b) = mix_pair(&load(&paths[i], opts.sample_rate)?, &load(&paths[j], opts.sample_rate)?, opts.snr);
+        let (m, a, b) = mix_pair(
+            &load(&paths[i], opts.sample_rate)?,
+            &load(&paths[j], opts.sample_rate)?,
+            opts.snr,
+        );
         let id = format!("{}_{}", ids[i], ids[j]);
         let mut rel = Vec::new();
         for (dir, sig) in [("mix", m), ("s1", a), ("s2", b)] {
@@ -101,32 +129,37 @@ pub fn mix(opts: &MixOptions) -> Result<usize> {
             std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
                 .with_context(|| format!("creating {}", opts.out.join(dir).display()))?;
             let n = sig.len();
-            write_wav(&path, &Waveform::mono(sig, opts.sample_rate), WavFormat::Int16)?;
+            write_wav(
+                &path,
+                &Waveform::mono(sig, opts.sample_rate),
+                WavFormat::Int16,
+            )?;
             rel.push((format!("{{data_root}}/{dir}/{id}.wav"), n));
         }
         let secs = rel[0].1 as f64 / opts.sample_rate as f64;
-        rows.push((
+        rows.push(MixRow {
             id,
-            rel[0].0.clone(),
-            rel[1].0.clone(),
-            rel[2].0.clone(),
-            secs,
-            format!("speaker_{}", spk[i]),
-            format!("speaker_{}", spk[j]),
-        ));
+            wavs: [rel[0].0.clone(), rel[1].0.clone(), rel[2].0.clone()],
+            seconds: secs,
+            spk1: format!("speaker_{}", spk[i]),
+            spk2: format!("speaker_{}", spk[j]),
+        });
     }
-    let col = |name: &str, f: &dyn Fn(&(String, String, String, String, f64, String, String)) -> String| {
+    let strings = |name: &str, f: fn(&MixRow) -> &str| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
     };
     let df = DataFrame::new_infer_height(vec![
-        col("id", &|r| r.0.clone()),
-        col("mix_wav", &|r| r.1.clone()),
-        col("s1_wav", &|r| r.2.clone()),
-        col("s2_wav", &|r| r.3.clone()),
-        Column::new("length".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+        strings("id", |r| &r.id),
+        strings("mix_wav", |r| &r.wavs[0]),
+        strings("s1_wav", |r| &r.wavs[1]),
+        strings("s2_wav", |r| &r.wavs[2]),
+        Column::new(
+            "length".into(),
+            rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        ),
         Column::new("snr".into(), vec![opts.snr; rows.len()]),
-        col("spk1", &|r| r.5.clone()),
-        col("spk2", &|r| r.6.clone()),
+        strings("spk1", |r| &r.spk1),
+        strings("spk2", |r| &r.spk2),
     ])?;
     write_manifest(&df, opts.out.join("mixtures.json"), ManifestFormat::Json)?;
     write_manifest(&df, opts.out.join("mixtures.csv"), ManifestFormat::Csv)?;

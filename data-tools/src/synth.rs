@@ -83,9 +83,23 @@ pub fn espeak_available() -> bool {
         .unwrap_or(false)
 }
 
-fn espeak(text: &str, voice: &str, speed: u32, pitch: u32, tmp: &Path) -> Result<voxbrain::audio::Waveform> {
+fn espeak(
+    text: &str,
+    voice: &str,
+    speed: u32,
+    pitch: u32,
+    tmp: &Path,
+) -> Result<voxbrain::audio::Waveform> {
     let status = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-p", &pitch.to_string(), "-w"])
+        .args([
+            "-v",
+            voice,
+            "-s",
+            &speed.to_string(),
+            "-p",
+            &pitch.to_string(),
+            "-w",
+        ])
         .arg(tmp)
         .arg(text)
         .output()
@@ -135,12 +149,19 @@ pub fn synth(opts: &SynthOptions) -> Result<usize> {
                 let wav = espeak(text, voice, sp, pi, &tmp)?;
                 let wav = wav.resampled(opts.sample_rate)?;
                 let id = format!("{spk}-{chapter}-{u:04}");
-                write_flac(&dir.join(format!("{id}.flac")), &wav.to_mono(), opts.sample_rate)?;
+                write_flac(
+                    &dir.join(format!("{id}.flac")),
+                    &wav.to_mono(),
+                    opts.sample_rate,
+                )?;
                 trans.push_str(&format!("{id} {}\n", normalize_words(text)));
                 bar.inc(1);
                 tracing::debug!(id, voice, speed = sp, pitch = pi, "utterance written");
             }
-            write_atomic(&dir.join(format!("{spk}-{chapter}.trans.txt")), trans.as_bytes())?;
+            write_atomic(
+                &dir.join(format!("{spk}-{chapter}.trans.txt")),
+                trans.as_bytes(),
+            )?;
         }
     }
     bar.finish_and_clear();

@@ -107,7 +107,10 @@ impl PaddedBatch {
             }
             for (c, (k, v)) in entries.drain(..).enumerate() {
                 if k != keys[c] {
-                    return Err(DataIoError::MissingKey { id, key: keys[c].clone() });
+                    return Err(DataIoError::MissingKey {
+                        id,
+                        key: keys[c].clone(),
+                    });
                 }
                 columns[c].push(v);
             }
@@ -247,7 +250,10 @@ fn collate(key: &str, vals: Vec<Value>, ids: &[String], pad: f64) -> Result<Batc
         let n = v.len();
         return Ok(BatchValue::Stacked(Tensor::from_vec(v, n, &Device::Cpu)?));
     }
-    if vals.iter().all(|v| matches!(v, Value::Float(_) | Value::Int(_))) {
+    if vals
+        .iter()
+        .all(|v| matches!(v, Value::Float(_) | Value::Int(_)))
+    {
         let v: Vec<f64> = vals.iter().filter_map(Value::as_f64).collect();
         let n = v.len();
         return Ok(BatchValue::Stacked(Tensor::from_vec(v, n, &Device::Cpu)?));
@@ -287,11 +293,20 @@ pub fn pad_right(key: &str, tensors: &[Tensor], ids: &[String], pad: f64) -> Res
             });
         }
     }
-    let max = tensors.iter().map(|t| t.dim(0)).collect::<candle_core::Result<Vec<_>>>()?;
+    let max = tensors
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let max_len = max.iter().copied().max().unwrap_or(0);
     let lengths: Vec<f32> = max
         .iter()
-        .map(|&l| if max_len == 0 { 1.0 } else { (l as f64 / max_len as f64) as f32 })
+        .map(|&l| {
+            if max_len == 0 {
+                1.0
+            } else {
+                (l as f64 / max_len as f64) as f32
+            }
+        })
         .collect();
     let mut padded = Vec::with_capacity(tensors.len());
     for t in tensors {

@@ -70,7 +70,9 @@ impl DynamicItemDataset {
             return Err(DataIoError::Invalid("the 'id' column has nulls".into()));
         }
         if ids.n_unique()? != ids.len() {
-            return Err(DataIoError::Invalid("the 'id' column has duplicates".into()));
+            return Err(DataIoError::Invalid(
+                "the 'id' column has duplicates".into(),
+            ));
         }
         // One chunk per column keeps random access O(1).
         let mut df = df;
@@ -227,9 +229,20 @@ impl DynamicItemDataset {
     }
 
     /// Computes `keys` for the point at `index` with the given plan.
-    pub(crate) fn compute_with(&self, index: usize, plan: &Plan, keys: &[&str]) -> Result<(String, Vec<Value>)> {
+    pub(crate) fn compute_with(
+        &self,
+        index: usize,
+        plan: &Plan,
+        keys: &[&str],
+    ) -> Result<(String, Vec<Value>)> {
         let row = self.row(index)?;
-        let id = self.data.column("id")?.str()?.get(row).unwrap_or("").to_string();
+        let id = self
+            .data
+            .column("id")?
+            .str()?
+            .get(row)
+            .unwrap_or("")
+            .to_string();
         let get = |k: &str| -> Result<Value> {
             if k == "id" {
                 return Ok(Value::Str(id.clone()));

@@ -104,7 +104,8 @@ impl DynamicItemDataset {
             for key in keys {
                 let vals: Vec<String> = (0..rows)
                     .map(|i| {
-                        self.get(i).map(|p| p.get(&key).map(|v| v.to_string()).unwrap_or_default())
+                        self.get(i)
+                            .map(|p| p.get(&key).map(|v| v.to_string()).unwrap_or_default())
                     })
                     .collect::<Result<_>>()?;
                 df.with_column(Column::new(key.as_str().into(), vals))?;

@@ -74,7 +74,11 @@ impl FilterSort {
         self
     }
     /// Adds a `key_test` entry.
-    pub fn key_test(mut self, key: &str, test: impl Fn(&Value) -> bool + Send + Sync + 'static) -> Self {
+    pub fn key_test(
+        mut self,
+        key: &str,
+        test: impl Fn(&Value) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.key_test.push((key.to_string(), Arc::new(test)));
         self
     }
@@ -165,14 +169,20 @@ impl DynamicItemDataset {
         if let Some(key) = &opts.sort_key {
             let values: Column = if is_static(self, key) {
                 let rows: Vec<IdxSize> = kept.iter().map(|&p| self.rows()[p]).collect();
-                let c = self.data().column(key)?.take(&IdxCa::from_vec("idx".into(), rows))?;
+                let c = self
+                    .data()
+                    .column(key)?
+                    .take(&IdxCa::from_vec("idx".into(), rows))?;
                 self.check_no_nulls(&c, key, Some(&kept))?;
                 c
             } else {
                 let plan = self.pipeline().plan(&[key])?;
                 let vals = kept
                     .iter()
-                    .map(|&p| self.compute_planned(p, &plan, &[key]).map(|(_, mut v)| v.remove(0)))
+                    .map(|&p| {
+                        self.compute_planned(p, &plan, &[key])
+                            .map(|(_, mut v)| v.remove(0))
+                    })
                     .collect::<Result<Vec<Value>>>()?;
                 values_to_column(key, &vals, &kept, self)?
             };
@@ -284,7 +294,12 @@ fn compare_column(col: &Column, limit: &Value, is_min: bool, key: &str) -> Resul
 }
 
 /// Dynamic sort values as a column (numbers as f64, strings as strings).
-fn values_to_column(key: &str, vals: &[Value], kept: &[usize], ds: &DynamicItemDataset) -> Result<Column> {
+fn values_to_column(
+    key: &str,
+    vals: &[Value],
+    kept: &[usize],
+    ds: &DynamicItemDataset,
+) -> Result<Column> {
     let bad = |i: usize, v: &Value| -> Result<DataIoError> {
         Ok(DataIoError::WrongType {
             id: ds.id(kept[i])?.to_string(),

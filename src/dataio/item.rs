@@ -161,26 +161,56 @@ impl<'a> Args<'a> {
 
     /// The `i`-th argument as a string.
     pub fn str(&self, i: usize) -> Result<&'a str> {
-        typed(self.id, self.key(i), self.values.get(i), "string", Value::as_str)
+        typed(
+            self.id,
+            self.key(i),
+            self.values.get(i),
+            "string",
+            Value::as_str,
+        )
     }
 
     /// The `i`-th argument as an integer.
     pub fn i64(&self, i: usize) -> Result<i64> {
-        typed(self.id, self.key(i), self.values.get(i), "int", Value::as_i64)
+        typed(
+            self.id,
+            self.key(i),
+            self.values.get(i),
+            "int",
+            Value::as_i64,
+        )
     }
 
     /// The `i`-th argument as a number.
     pub fn f64(&self, i: usize) -> Result<f64> {
-        typed(self.id, self.key(i), self.values.get(i), "number", Value::as_f64)
+        typed(
+            self.id,
+            self.key(i),
+            self.values.get(i),
+            "number",
+            Value::as_f64,
+        )
     }
 
     /// The `i`-th argument as a tensor.
     pub fn tensor(&self, i: usize) -> Result<&'a Tensor> {
-        typed(self.id, self.key(i), self.values.get(i), "tensor", Value::as_tensor)
+        typed(
+            self.id,
+            self.key(i),
+            self.values.get(i),
+            "tensor",
+            Value::as_tensor,
+        )
     }
 
     /// The `i`-th argument as an integer list.
     pub fn int_list(&self, i: usize) -> Result<&'a [i64]> {
-        typed(self.id, self.key(i), self.values.get(i), "int list", Value::as_int_list)
+        typed(
+            self.id,
+            self.key(i),
+            self.values.get(i),
+            "int list",
+            Value::as_int_list,
+        )
     }
 }

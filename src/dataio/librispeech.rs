@@ -77,7 +77,11 @@ impl std::fmt::Display for CorpusSummary {
             self.utterances, self.speakers, self.hours
         )?;
         if self.skipped_transcripts > 0 {
-            write!(f, " ({} transcript lines without audio skipped)", self.skipped_transcripts)?;
+            write!(
+                f,
+                " ({} transcript lines without audio skipped)",
+                self.skipped_transcripts
+            )?;
         }
         Ok(())
     }
@@ -99,7 +103,8 @@ fn read_transcripts(files: &[PathBuf]) -> Result<HashMap<String, String>> {
             // A line must start with the chapter's "<speaker>-<chapter>-" prefix: otherwise it
             // has no id (e.g. its words were written alone) and would poison the manifest.
             let ok = if prefix.contains('-') {
-                id.strip_prefix(prefix).is_some_and(|r| r.starts_with('-') && r.len() > 1)
+                id.strip_prefix(prefix)
+                    .is_some_and(|r| r.starts_with('-') && r.len() > 1)
             } else {
                 id.contains('-')
             };
@@ -138,7 +143,10 @@ fn shorten(s: &str) -> String {
 ///     "LibriSpeech/dev-clean-2", &Default::default()).unwrap();
 /// println!("{summary}\n{df}");
 /// ```
-pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<(DataFrame, CorpusSummary)> {
+pub fn parse_librispeech(
+    root: impl AsRef<Path>,
+    opts: &ParseOptions,
+) -> Result<(DataFrame, CorpusSummary)> {
     let root = root.as_ref();
     if !root.is_dir() {
         return Err(DataIoError::Corpus {
@@ -148,9 +156,15 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
     }
     let mut audio: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut transcripts = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| DataIoError::Corpus {
-            path: e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf()),
+            path: e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf()),
             reason: e.to_string(),
         })?;
         if !entry.file_type().is_file() {
@@ -162,9 +176,16 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
             continue;
         }
         let path = entry.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
         if ext.is_some_and(|e| opts.extensions.contains(&e)) {
-            let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_string();
             if let Some(prev) = audio.insert(id.clone(), path.to_path_buf()) {
                 return Err(DataIoError::Corpus {
                     path: path.to_path_buf(),
@@ -184,9 +205,15 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
         }
     }
     let audio_ids: HashSet<&str> = ids.iter().map(|s| s.as_str()).collect();
-    let skipped = words.keys().filter(|k| !audio_ids.contains(k.as_str())).count();
+    let skipped = words
+        .keys()
+        .filter(|k| !audio_ids.contains(k.as_str()))
+        .count();
     if skipped > 0 {
-        tracing::warn!(skipped, "transcript lines without an audio file were skipped");
+        tracing::warn!(
+            skipped,
+            "transcript lines without an audio file were skipped"
+        );
     }
 
     let bar = if opts.progress {
@@ -212,7 +239,11 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
                 }
             };
             bar.inc(1);
-            Ok((frames as f64 / info.sample_rate.max(1) as f64, frames, info.sample_rate))
+            Ok((
+                frames as f64 / info.sample_rate.max(1) as f64,
+                frames,
+                info.sample_rate,
+            ))
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
@@ -237,14 +268,20 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
     }
     let seconds: f64 = infos.iter().map(|i| i.0).sum();
     let length: Column = match opts.length_unit {
-        LengthUnit::Seconds => Column::new("length".into(), infos.iter().map(|i| i.0).collect::<Vec<_>>()),
+        LengthUnit::Seconds => Column::new(
+            "length".into(),
+            infos.iter().map(|i| i.0).collect::<Vec<_>>(),
+        ),
         LengthUnit::Samples => Column::new(
             "length".into(),
             infos.iter().map(|i| i.1 as i64).collect::<Vec<_>>(),
         ),
     };
     let df = DataFrame::new_infer_height(vec![
-        Column::new("id".into(), ids.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+        Column::new(
+            "id".into(),
+            ids.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        ),
         Column::new("file_path".into(), col_path),
         Column::new("words".into(), col_words),
         Column::new("spkID".into(), col_spk),
@@ -267,7 +304,11 @@ pub fn parse_librispeech(root: impl AsRef<Path>, opts: &ParseOptions) -> Result<
 ///     "LibriSpeech/dev-clean-2", "data.json", &Default::default()).unwrap();
 /// println!("{s}");
 /// ```
-pub fn parse_to_json(root: impl AsRef<Path>, out: impl AsRef<Path>, opts: &ParseOptions) -> Result<CorpusSummary> {
+pub fn parse_to_json(
+    root: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    opts: &ParseOptions,
+) -> Result<CorpusSummary> {
     parse_to_manifest(root, out, ManifestFormat::Json, opts)
 }
 

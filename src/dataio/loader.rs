@@ -149,10 +149,12 @@ impl DataLoader {
                 let mut cur: Vec<usize> = Vec::new();
                 let mut cur_max = 0.0f64;
                 for p in order {
-                    let l = lens.get(rows[p] as usize).ok_or_else(|| DataIoError::MissingKey {
-                        id: self.dataset.id(p).unwrap_or("?").to_string(),
-                        key: self.opts.length_key.clone(),
-                    })?;
+                    let l = lens
+                        .get(rows[p] as usize)
+                        .ok_or_else(|| DataIoError::MissingKey {
+                            id: self.dataset.id(p).unwrap_or("?").to_string(),
+                            key: self.opts.length_key.clone(),
+                        })?;
                     let new_max = cur_max.max(l);
                     if !cur.is_empty() && new_max * (cur.len() + 1) as f64 > max_total {
                         batches.push(std::mem::take(&mut cur));

@@ -146,7 +146,10 @@ fn replace_json(v: &mut Json, repl: &Replacements) -> std::result::Result<(), St
 /// assert_eq!(df.height(), 1);
 /// assert_eq!(df.column("file_path").unwrap().str().unwrap().get(0), Some("/data/a.flac"));
 /// ```
-pub fn read_json_manifest(path: impl AsRef<Path>, replacements: &Replacements) -> Result<DataFrame> {
+pub fn read_json_manifest(
+    path: impl AsRef<Path>,
+    replacements: &Replacements,
+) -> Result<DataFrame> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| DataIoError::io(path, e))?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
@@ -188,7 +191,10 @@ pub fn read_json_manifest(path: impl AsRef<Path>, replacements: &Replacements) -
             replace_json(&mut v, replacements).map_err(|name| DataIoError::MissingReplacement {
                 id: id.clone(),
                 key: key.clone(),
-                value: v.as_str().map(String::from).unwrap_or_else(|| v.to_string()),
+                value: v
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string()),
                 name,
             })?;
             let c = match col_index.get(&key) {
@@ -216,19 +222,31 @@ fn json_column(name: &str, vals: Vec<Option<Json>>) -> Series {
     let name: PlSmallStr = name.into();
     let present = || vals.iter().flatten();
     if present().all(Json::is_string) {
-        let v: Vec<Option<&str>> = vals.iter().map(|x| x.as_ref().and_then(Json::as_str)).collect();
+        let v: Vec<Option<&str>> = vals
+            .iter()
+            .map(|x| x.as_ref().and_then(Json::as_str))
+            .collect();
         return Series::new(name, v);
     }
     if present().all(|x| x.is_i64()) {
-        let v: Vec<Option<i64>> = vals.iter().map(|x| x.as_ref().and_then(Json::as_i64)).collect();
+        let v: Vec<Option<i64>> = vals
+            .iter()
+            .map(|x| x.as_ref().and_then(Json::as_i64))
+            .collect();
         return Series::new(name, v);
     }
     if present().all(Json::is_number) {
-        let v: Vec<Option<f64>> = vals.iter().map(|x| x.as_ref().and_then(Json::as_f64)).collect();
+        let v: Vec<Option<f64>> = vals
+            .iter()
+            .map(|x| x.as_ref().and_then(Json::as_f64))
+            .collect();
         return Series::new(name, v);
     }
     if present().all(Json::is_boolean) {
-        let v: Vec<Option<bool>> = vals.iter().map(|x| x.as_ref().and_then(Json::as_bool)).collect();
+        let v: Vec<Option<bool>> = vals
+            .iter()
+            .map(|x| x.as_ref().and_then(Json::as_bool))
+            .collect();
         return Series::new(name, v);
     }
     if present().all(Json::is_array) {
@@ -241,13 +259,28 @@ fn json_column(name: &str, vals: Vec<Option<Json>>) -> Series {
             Series::new(name.clone(), v)
         };
         if items().all(Json::is_string) {
-            return list(&|a| Series::new("".into(), a.iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>()));
+            return list(&|a| {
+                Series::new(
+                    "".into(),
+                    a.iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>(),
+                )
+            });
         }
         if items().all(|x| x.is_i64()) {
-            return list(&|a| Series::new("".into(), a.iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>()));
+            return list(&|a| {
+                Series::new(
+                    "".into(),
+                    a.iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>(),
+                )
+            });
         }
         if items().all(Json::is_number) {
-            return list(&|a| Series::new("".into(), a.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>()));
+            return list(&|a| {
+                Series::new(
+                    "".into(),
+                    a.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+                )
+            });
         }
     }
     tracing::debug!(column = %name, "mixed or nested JSON values: keeping their JSON text");
@@ -286,7 +319,11 @@ pub fn read_csv_manifest(
         ));
     }
     df.rename("ID", "id".into())?;
-    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let ids: Vec<String> = df
         .column("id")?
         .str()?
@@ -342,7 +379,10 @@ fn dollar_replace(s: &str, repl: &Replacements) -> std::result::Result<String, S
         if n == 0 {
             out.push('$');
         } else {
-            out.push_str(repl.get(&after[..n]).ok_or_else(|| after[..n].to_string())?);
+            out.push_str(
+                repl.get(&after[..n])
+                    .ok_or_else(|| after[..n].to_string())?,
+            );
         }
         rest = &after[n..];
     }
@@ -397,7 +437,11 @@ fn check_unique_ids(df: &DataFrame, path: &Path) -> Result<()> {
 /// let back = voxbrain::dataio::read_json_manifest(&p, &Default::default()).unwrap();
 /// assert!(back.equals(&df));
 /// ```
-pub fn write_manifest(df: &DataFrame, path: impl AsRef<Path>, format: ManifestFormat) -> Result<()> {
+pub fn write_manifest(
+    df: &DataFrame,
+    path: impl AsRef<Path>,
+    format: ManifestFormat,
+) -> Result<()> {
     let path = path.as_ref();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -415,7 +459,9 @@ pub fn write_manifest(df: &DataFrame, path: impl AsRef<Path>, format: ManifestFo
             ManifestFormat::Csv => {
                 let mut out = df.clone();
                 out.rename("id", "ID".into())?;
-                CsvWriter::new(&mut w).include_header(true).finish(&mut out)?;
+                CsvWriter::new(&mut w)
+                    .include_header(true)
+                    .finish(&mut out)?;
             }
             ManifestFormat::Parquet => {
                 ParquetWriter::new(&mut w).finish(&mut df.clone())?;

@@ -121,7 +121,10 @@ impl DataPipeline {
 
     /// Sets the output keys (validated when data is fetched, as SpeechBrain).
     pub fn set_output_keys(&mut self, keys: &[&str]) {
-        self.output = keys.iter().map(|k| (k.to_string(), k.to_string())).collect();
+        self.output = keys
+            .iter()
+            .map(|k| (k.to_string(), k.to_string()))
+            .collect();
     }
 
     /// Sets output keys as (outside name, internal key) pairs, as SpeechBrain's dict form.
