@@ -117,8 +117,8 @@ impl DataPoint {
 ///
 /// ```
 /// use voxbrain::dataio::{Args, Value};
-/// let values = [Value::from("a b c")];
-/// let args = Args::new("utt1", &["words".to_string()], &values);
+/// let (keys, values) = (["words".to_string()], [Value::from("a b c")]);
+/// let args = Args::new("utt1", &keys, &values);
 /// assert_eq!(args.str(0).unwrap(), "a b c");
 /// assert!(args.i64(0).unwrap_err().to_string().contains("key 'words': expected int"));
 /// ```
