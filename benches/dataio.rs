@@ -92,7 +92,10 @@ fn bench_manifest(c: &mut Criterion) {
     g.bench_function("from_json+filtered_sorted", |b| {
         b.iter(|| load_filter_sort(&path))
     });
-    let ds = DynamicItemDataset::from_json(&path, &Default::default()).unwrap();
+    let repl = [("data_root".to_string(), "/data/LibriSpeech".to_string())]
+        .into_iter()
+        .collect();
+    let ds = DynamicItemDataset::from_json(&path, &repl).unwrap();
     g.bench_function("filtered_sorted_only", |b| {
         b.iter(|| {
             ds.filtered_sorted(
