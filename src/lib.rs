@@ -5,7 +5,8 @@
 //!
 //! The crate mirrors SpeechBrain's layout so its users find things blind:
 //! [`audio`] (`speechbrain.dataio.dataio.read_audio`, `AudioNormalizer`),
-//! [`features`] (`speechbrain.lobes.features.Fbank`, `speechbrain.processing.features`).
+//! [`features`] (`speechbrain.lobes.features.Fbank`, `speechbrain.processing.features`),
+//! [`dataio`] (`speechbrain.dataio`: `DynamicItemDataset`, `PaddedBatch`, data loaders, manifests).
 
 pub mod audio;
 pub mod dataio;

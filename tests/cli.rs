@@ -83,4 +83,11 @@ fn tour_runs_on_bundled_audio() {
     let feats = voxbrain::npy::read_npy(dir.path().join("speech_0_fbank.npy")).unwrap();
     let want = npy("foundation/fbank40_speech_0.npy");
     assert_close("tour fbank", &feats.data, &want.data, 2e-3, 1e-4);
+    // Step 4, the data pipeline, on the bundled mini corpus.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("8 utterances, 4 speakers") && stdout.contains("wav_lens"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("data.json").is_file() && dir.path().join("data_head.html").is_file());
 }

@@ -23,6 +23,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # target name -> module (each module defines a function with the target's name)
 TARGETS = {
     "foundation": "fixtures_foundation",
+    "dataio": "fixtures_dataio",
     "pretrained": "fixtures_pretrained",
     "speaker": "fixtures_speaker",
 }

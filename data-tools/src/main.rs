@@ -1,12 +1,19 @@
 //! `voxbrain-data`: dataset preparation tools for voxbrain.
 //!
-//! So far: `audio-info`, which reads audio headers (sample rate, channels, duration) without
-//! decoding, the building block of manifest generation. LibriSpeech parsing, corpus synthesis
-//! and mixing arrive with the data-pipeline issue.
+//! - `audio-info`: audio headers (sample rate, channels, duration) without decoding;
+//! - `librispeech-to-json`: the tutorial's `parse_to_json` (JSON, CSV or Parquet manifest);
+//! - `synth`: a LibriSpeech-shaped corpus spoken by espeak-ng (tests, offline demos);
+//! - `mix`: two-speaker mixtures and their sources, for separation.
+
+mod flac;
+mod mix;
+mod synth;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use voxbrain::dataio::librispeech::{parse_to_manifest, LengthUnit, ParseOptions};
+use voxbrain::dataio::ManifestFormat;
 
 /// Dataset preparation tools for voxbrain (SpeechBrain-style manifests and corpora).
 #[derive(Parser, Debug)]
@@ -19,6 +26,19 @@ struct Cli {
     command: Command,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Json,
+    Csv,
+    Parquet,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Unit {
+    Seconds,
+    Samples,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print one JSON object per audio file: path, sample_rate, channels, frames, seconds.
@@ -29,6 +49,194 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write a manifest {id: {file_path, words, spkID, length}} of a LibriSpeech-style corpus
+    /// (<root>/<spk>/<chapter>/*.flac + *.trans.txt), lengths read from headers. The
+    /// tutorial's parse_to_json. Prints a summary (utterances, speakers, hours).
+    LibrispeechToJson {
+        /// Corpus root (e.g. LibriSpeech/dev-clean-2).
+        root: PathBuf,
+        /// Output manifest (written atomically).
+        #[arg(long, default_value = "data.json")]
+        out: PathBuf,
+        /// Manifest format (default: from --out's extension, else json).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Unit of `length`: seconds (SpeechBrain recipes) or samples (the tutorial's script).
+        #[arg(long, value_enum, default_value = "seconds")]
+        length_unit: Unit,
+        /// Write file_path as {data_root}/<relative path> (portable manifests; load with the
+        /// replacement data_root=<root>).
+        #[arg(long)]
+        data_root_placeholder: bool,
+        /// Audio file extensions to collect.
+        #[arg(long, default_value = "flac", value_delimiter = ',')]
+        ext: Vec<String>,
+    },
+    /// Synthesize a LibriSpeech-shaped corpus with espeak-ng: speakers are voices/variants,
+    /// utterances vary speed and pitch; 16-bit FLAC + trans.txt.
+    Synth {
+        /// Output corpus root.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of speakers.
+        #[arg(long, default_value_t = 4)]
+        speakers: usize,
+        /// Chapters per speaker.
+        #[arg(long, default_value_t = 1)]
+        chapters: usize,
+        /// Utterances per chapter.
+        #[arg(long, default_value_t = 3)]
+        utterances: usize,
+        /// Sample rate of the FLAC files.
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        /// Seed of the speed/pitch variation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Text file with one sentence per line (default: Harvard sentences).
+        #[arg(long)]
+        text: Option<PathBuf>,
+    },
+    /// Make two-speaker mixtures (+ the scaled sources) from a LibriSpeech-style corpus, with
+    /// a manifest (mixtures.json / mixtures.csv).
+    Mix {
+        /// Corpus root (LibriSpeech layout).
+        corpus: PathBuf,
+        /// Output directory (mix/, s1/, s2/, mixtures.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of mixtures.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Sample rate of the mixtures (SepFormer models use 8000).
+        #[arg(long, default_value_t = 8000)]
+        sample_rate: u32,
+        /// Level of the first source over the second, in dB.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        snr: f64,
+        /// Seed of the pairing.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn audio_info(files: &[PathBuf]) -> std::process::ExitCode {
+    let mut failed = 0usize;
+    for f in files {
+        match voxbrain::audio::audio_info(f) {
+            Ok(info) => println!(
+                "{}",
+                serde_json::json!({
+                    "path": f.display().to_string(),
+                    "sample_rate": info.sample_rate,
+                    "channels": info.channels,
+                    "frames": info.num_frames,
+                    "seconds": info.duration(),
+                })
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} files could not be read", files.len());
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::AudioInfo { .. } => unreachable!("handled in main"),
+        Command::LibrispeechToJson {
+            root,
+            out,
+            format,
+            length_unit,
+            data_root_placeholder,
+            ext,
+        } => {
+            let format = match format {
+                Some(Format::Json) => ManifestFormat::Json,
+                Some(Format::Csv) => ManifestFormat::Csv,
+                Some(Format::Parquet) => ManifestFormat::Parquet,
+                None => ManifestFormat::from_path(&out).unwrap_or_default(),
+            };
+            let opts = ParseOptions {
+                length_unit: match length_unit {
+                    Unit::Seconds => LengthUnit::Seconds,
+                    Unit::Samples => LengthUnit::Samples,
+                },
+                data_root_placeholder,
+                progress: true,
+                extensions: ext
+                    .iter()
+                    .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                    .collect(),
+            };
+            let t = std::time::Instant::now();
+            let summary = parse_to_manifest(&root, &out, format, &opts)?;
+            println!(
+                "{}: {summary} ({:.2} s)",
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        Command::Synth {
+            out,
+            speakers,
+            chapters,
+            utterances,
+            sample_rate,
+            seed,
+            text,
+        } => {
+            let sentences = match text {
+                Some(p) => std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+                None => synth::SENTENCES.iter().map(|s| s.to_string()).collect(),
+            };
+            let n = synth::synth(&synth::SynthOptions {
+                out: out.clone(),
+                speakers,
+                chapters,
+                utterances,
+                sample_rate,
+                seed,
+                sentences,
+            })?;
+            println!("{}: {n} utterances by {speakers} speakers", out.display());
+        }
+        Command::Mix {
+            corpus,
+            out,
+            count,
+            sample_rate,
+            snr,
+            seed,
+        } => {
+            let n = mix::mix(&mix::MixOptions {
+                corpus,
+                out: out.clone(),
+                count,
+                sample_rate,
+                snr,
+                seed,
+            })?;
+            println!(
+                "{}: {n} mixtures at {sample_rate} Hz, SNR {snr} dB",
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,32 +253,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::AudioInfo { files } => {
-            let mut failed = 0usize;
-            for f in &files {
-                match voxbrain::audio::audio_info(f) {
-                    Ok(info) => println!(
-                        "{}",
-                        serde_json::json!({
-                            "path": f.display().to_string(),
-                            "sample_rate": info.sample_rate,
-                            "channels": info.channels,
-                            "frames": info.num_frames,
-                            "seconds": info.duration(),
-                        })
-                    ),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("error: {e}");
-                    }
-                }
-            }
-            if failed > 0 {
-                eprintln!("{failed} of {} files could not be read", files.len());
-                return std::process::ExitCode::FAILURE;
-            }
-            std::process::ExitCode::SUCCESS
+    if let Command::AudioInfo { files } = &cli.command {
+        return audio_info(files);
+    }
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -26,6 +26,59 @@ const BUNDLED: [(&str, &[u8]); 3] = [
     ),
 ];
 
+/// A LibriSpeech-shaped mini corpus (4 espeak-ng speakers, 8 utterances, 16 kHz FLAC) for the
+/// data-pipeline step.
+const CORPUS: [(&str, &[u8]); 12] = [
+    (
+        "100/1000/100-1000-0000.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/100/1000/100-1000-0000.flac"),
+    ),
+    (
+        "100/1000/100-1000-0001.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/100/1000/100-1000-0001.flac"),
+    ),
+    (
+        "100/1000/100-1000.trans.txt",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/100/1000/100-1000.trans.txt"),
+    ),
+    (
+        "101/1010/101-1010-0000.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/101/1010/101-1010-0000.flac"),
+    ),
+    (
+        "101/1010/101-1010-0001.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/101/1010/101-1010-0001.flac"),
+    ),
+    (
+        "101/1010/101-1010.trans.txt",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/101/1010/101-1010.trans.txt"),
+    ),
+    (
+        "102/1020/102-1020-0000.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/102/1020/102-1020-0000.flac"),
+    ),
+    (
+        "102/1020/102-1020-0001.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/102/1020/102-1020-0001.flac"),
+    ),
+    (
+        "102/1020/102-1020.trans.txt",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/102/1020/102-1020.trans.txt"),
+    ),
+    (
+        "103/1030/103-1030-0000.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/103/1030/103-1030-0000.flac"),
+    ),
+    (
+        "103/1030/103-1030-0001.flac",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/103/1030/103-1030-0001.flac"),
+    ),
+    (
+        "103/1030/103-1030.trans.txt",
+        include_bytes!("../../../tests/fixtures/dataio/corpus/103/1030/103-1030.trans.txt"),
+    ),
+];
+
 #[derive(Args, Debug)]
 pub struct TourArgs {
     /// Where the tour writes its outputs (created if missing).
@@ -113,8 +166,74 @@ pub fn run(a: TourArgs) -> anyhow::Result<()> {
             .to_scalar::<f32>()?
     );
 
-    println!("== Next tutorial steps (ASR, speaker verification, separation, data pipeline,");
+    data_pipeline(&a.out_dir)?;
+
+    println!("== Next tutorial steps (ASR, speaker verification, separation, tokenizer,");
     println!("   fine-tuning, Pretrainer) arrive with the model issues; see README.md.");
     println!("Outputs are in {}", a.out_dir.display());
+    Ok(())
+}
+
+/// The tutorial's "Setting up the data pipeline" on the bundled mini corpus.
+fn data_pipeline(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    use voxbrain::dataio::{self, librispeech, DataLoader, DataLoaderOptions};
+    use voxbrain::dataio::{DynamicItemDataset, FilterSort, Value};
+
+    println!("== Step 4: data pipeline (parse_to_json, DynamicItemDataset, filtered_sorted, PaddedBatch)");
+    let corpus = out_dir.join("corpus");
+    for (rel, bytes) in CORPUS {
+        let p = corpus.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(&corpus))?;
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let json = out_dir.join("data.json");
+    let summary = librispeech::parse_to_json(&corpus, &json, &Default::default())?;
+    println!(
+        "  parse_to_json({}) -> {}: {summary}",
+        corpus.display(),
+        json.display()
+    );
+    let dataset = DynamicItemDataset::from_json(&json, &Default::default())?;
+    let mut dataset =
+        dataset.filtered_sorted(&FilterSort::new().sort_key("length").select_n(100))?;
+    dataset.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item)?;
+    // Tokens (tokens_bos/eos) need the SentencePiece tokenizer (issue #7); words pass through.
+    dataset.add_dynamic_item(&["words"], &["words", "n_words"], |a| {
+        let w = a.str(0)?;
+        Ok(vec![
+            Value::from(w),
+            Value::Int(w.split_whitespace().count() as i64),
+        ])
+    })?;
+    dataset.set_output_keys(&["id", "signal", "words", "n_words"]);
+    let p = dataset.get(0)?;
+    println!(
+        "  dataset[0]: id {}, signal {:?}, words {:?}",
+        p.id(),
+        p.tensor("signal")?.dims(),
+        p.str("words")?
+    );
+    let head = out_dir.join("data_head.html");
+    std::fs::write(&head, dataset.head_html(8, false)?)?;
+    let loader = DataLoader::new(
+        dataset,
+        DataLoaderOptions {
+            batch_size: 4,
+            drop_last: true,
+            num_workers: 2,
+            ..Default::default()
+        },
+    )?;
+    for batch in loader.iter(0) {
+        let batch = batch?;
+        let (wavs, wav_lens) = batch.padded("signal")?.pair();
+        println!(
+            "  batch {:?}: wavs {:?}, wav_lens {:.3?}",
+            batch.ids(),
+            wavs.dims(),
+            wav_lens.to_vec1::<f32>()?
+        );
+    }
+    println!("  manifest head as HTML (notebooks): {}", head.display());
     Ok(())
 }
