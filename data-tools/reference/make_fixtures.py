@@ -24,6 +24,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TARGETS = {
     "foundation": "fixtures_foundation",
     "pretrained": "fixtures_pretrained",
+    "separation": "fixtures_separation",
 }
 
 
