@@ -12,3 +12,7 @@ pub mod features;
 pub mod npy;
 pub mod pretrained;
 pub mod progress;
+pub mod inference;
+pub mod lobes;
+pub mod nnet;
+pub mod metrics;

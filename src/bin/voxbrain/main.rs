@@ -2,6 +2,7 @@
 
 mod fbank;
 mod inspect;
+mod separate;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,9 @@ enum Command {
     /// Print what a model source holds as one JSON object: its resolved hyperparameters and
     /// the parameter names and shapes of every checkpoint its pretrainer collects.
     Inspect(inspect::InspectArgs),
+    /// Separate the sources of a mixture with a SepFormer (SpeechBrain's
+    /// SepformerSeparation.separate_file); writes <stem>_source<i>.wav at the model's rate.
+    Separate(separate::SeparateArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Fbank(a) => fbank::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Separate(a) => separate::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

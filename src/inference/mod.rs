@@ -1,0 +1,3 @@
+//! Ready-to-use inference interfaces (`speechbrain.inference`).
+
+pub mod separation;

@@ -1,0 +1,3 @@
+//! Model architectures (`speechbrain.lobes.models`).
+
+pub mod sepformer;
