@@ -96,6 +96,8 @@ def mixture(i, j, sr=8000, length=None, gain=0.7):
     a = torchaudio.functional.resample(torch.tensor(a), sa, sr).numpy()
     b = torchaudio.functional.resample(torch.tensor(b), sb_, sr).numpy()
     n = min(len(a), len(b)) if length is None else length
+    # Longer than the utterances: tile them (np.resize repeats the signal).
+    a, b = np.resize(a, max(n, len(a))), np.resize(b, max(n, len(b)))
     return (a[:n] + gain * b[:n]).astype(np.float32)
 
 
