@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{linear, Activation, Dropout};
+use super::{linear, param, Activation, Dropout};
 
 /// `speechbrain.nnet.attention.MultiheadAttention(nhead, d_model)` for self-attention with
 /// `kdim = vdim = d_model`. Parameters: `att.in_proj_weight` `[3D, D]`, `att.in_proj_bias`
@@ -43,7 +43,11 @@ impl MultiheadAttention {
         let (b, t, d) = x.dims3()?;
         let (h, hd) = (self.nhead, self.d_model / self.nhead);
         debug_assert_eq!(d, self.d_model);
-        let qkv = linear(x, &self.in_proj_weight, Some(&self.in_proj_bias))?
+        let qkv = linear(
+            x,
+            &param(&self.in_proj_weight, train),
+            Some(&param(&self.in_proj_bias, train)),
+        )?
             .reshape((b, t, 3, h, hd))?
             .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
         let scale = 1.0 / (hd as f64).sqrt();
@@ -59,7 +63,11 @@ impl MultiheadAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, d))?;
-        linear(&ctx, &self.out_proj_weight, Some(&self.out_proj_bias))
+        linear(
+            &ctx,
+            &param(&self.out_proj_weight, train),
+            Some(&param(&self.out_proj_bias, train)),
+        )
     }
 }
 
@@ -97,8 +105,8 @@ impl PositionalwiseFeedForward {
 
     /// Applies the block over the last dimension.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hdn = self.activation.forward(&linear(x, &self.w1, Some(&self.b1))?)?;
+        let hdn = self.activation.forward(&linear(x, &param(&self.w1, train), Some(&param(&self.b1, train)))?)?;
         let hdn = self.dropout.forward(&hdn, train)?;
-        linear(&hdn, &self.w2, Some(&self.b2))
+        linear(&hdn, &param(&self.w2, train), Some(&param(&self.b2, train)))
     }
 }

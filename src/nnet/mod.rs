@@ -29,6 +29,17 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     y.reshape(out_shape)
 }
 
+/// A parameter as used in a forward pass: itself in training mode (gradients flow to the
+/// `Var`), detached in eval mode so that no backprop graph keeps intermediate tensors alive
+/// (the detached tensor shares the `Var`'s storage, so later loads are still seen).
+pub fn param(t: &Tensor, train: bool) -> Tensor {
+    if train {
+        t.clone()
+    } else {
+        t.detach()
+    }
+}
+
 /// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and
 /// `candle_nn::ops::dropout` in training mode.
 #[derive(Debug, Clone, Copy)]

@@ -67,8 +67,9 @@ impl GlobalNorm {
         })
     }
 
-    /// Normalizes a channel-last tensor `[B, ..., C]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Normalizes a channel-last tensor `[B, ..., C]` (`train`: keep the parameters in the
+    /// autograd graph).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let b = dims[0];
         let flat = x.reshape((b, ()))?;
@@ -81,6 +82,8 @@ impl GlobalNorm {
             .broadcast_mul(&inv)?
             .to_dtype(x.dtype())?
             .reshape(dims)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        normed
+            .broadcast_mul(&super::param(&self.weight, train))?
+            .broadcast_add(&super::param(&self.bias, train))
     }
 }

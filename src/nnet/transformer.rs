@@ -148,7 +148,8 @@ impl PositionalEncoding {
     pub fn forward(&self, len: usize) -> Result<Tensor> {
         let max = self.pe.dim(1)?;
         if len <= max {
-            self.pe.narrow(1, 0, len)
+            // A buffer, never trained.
+            self.pe.detach().narrow(1, 0, len)
         } else {
             Self::table(len, self.d_model, self.pe.device())
         }

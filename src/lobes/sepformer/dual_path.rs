@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 
 use crate::nnet::normalization::{GlobalNorm, LayerNorm};
 use crate::nnet::transformer::{PositionalEncoding, TransformerConfig, TransformerEncoder};
-use crate::nnet::linear;
+use crate::nnet::{linear, param};
 
 /// `SBTransformerBlock`: optional positional encoding (added once, at the input) and a
 /// `TransformerEncoder` under `mdl`.
@@ -92,9 +92,9 @@ impl Norm {
     }
 
     /// Normalizes a channel-last tensor.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
-            Norm::Global(n) => n.forward(x),
+            Norm::Global(n) => n.forward(x, train),
             Norm::Channel(n) => n.forward(x),
         }
     }
@@ -159,11 +159,11 @@ impl DualComputationBlock {
         // Intra-chunk: sequences of K frames.
         let mut intra = self.intra_mdl.forward(&x.reshape((b * s, k, n))?, train)?;
         if let Some((w, bias)) = &self.intra_linear {
-            intra = linear(&intra, w, Some(bias))?;
+            intra = linear(&intra, &param(w, train), Some(&param(bias, train)))?;
         }
         let mut intra = intra.reshape((b, s, k, n))?;
         if let Some(norm) = &self.intra_norm {
-            intra = norm.forward(&intra)?;
+            intra = norm.forward(&intra, train)?;
         }
         if self.skip_around_intra {
             intra = (intra + x)?;
@@ -172,11 +172,11 @@ impl DualComputationBlock {
         let seq = intra.transpose(1, 2)?.contiguous()?.reshape((b * k, s, n))?;
         let mut inter = self.inter_mdl.forward(&seq, train)?;
         if let Some((w, bias)) = &self.inter_linear {
-            inter = linear(&inter, w, Some(bias))?;
+            inter = linear(&inter, &param(w, train), Some(&param(bias, train)))?;
         }
         let mut inter = inter.reshape((b, k, s, n))?.transpose(1, 2)?.contiguous()?;
         if let Some(norm) = &self.inter_norm {
-            inter = norm.forward(&inter)?;
+            inter = norm.forward(&inter, train)?;
         }
         inter + intra
     }
@@ -304,15 +304,16 @@ impl DualPathModel {
     /// Encoded mixture `[B, L, N]` -> masks `[num_spks, B, L, N]` (SB: `[spks, B, N, L]`).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        let x = self.norm.forward(x)?;
-        let x = linear(&x, &self.conv1d, None)?;
+        let p = |t: &Tensor| param(t, train);
+        let x = self.norm.forward(x, train)?;
+        let x = linear(&x, &p(&self.conv1d), None)?;
         let (mut x, gap) = segmentation(&x, self.k)?;
         for block in &self.dual_mdl {
             x = block.forward(&x, train)?;
         }
         // PReLU with one shared slope.
-        let x = (x.relu()? - x.neg()?.relu()?.broadcast_mul(&self.prelu)?)?;
-        let x = linear(&x, &self.conv2d_w, Some(&self.conv2d_b))?;
+        let x = (x.relu()? - x.neg()?.relu()?.broadcast_mul(&p(&self.prelu))?)?;
+        let x = linear(&x, &p(&self.conv2d_w), Some(&p(&self.conv2d_b)))?;
         let (_, s, k, c) = x.dims4()?;
         let no = c / self.num_spks;
         let x = x
@@ -321,9 +322,9 @@ impl DualPathModel {
             .contiguous()?
             .reshape((self.num_spks * b, s, k, no))?;
         let x = over_add(&x, gap)?;
-        let out = linear(&x, &self.output_w, Some(&self.output_b))?.tanh()?;
-        let gate = candle_nn::ops::sigmoid(&linear(&x, &self.gate_w, Some(&self.gate_b))?)?;
-        let x = linear(&(out * gate)?, &self.end_conv1x1, None)?.relu()?;
+        let out = linear(&x, &p(&self.output_w), Some(&p(&self.output_b)))?.tanh()?;
+        let gate = candle_nn::ops::sigmoid(&linear(&x, &p(&self.gate_w), Some(&p(&self.gate_b)))?)?;
+        let x = linear(&(out * gate)?, &p(&self.end_conv1x1), None)?.relu()?;
         x.reshape((self.num_spks, b, l, self.in_channels))
     }
 }

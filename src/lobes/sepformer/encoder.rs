@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nnet::linear;
+use crate::nnet::{linear, param};
 
 /// The convolutional encoder: `conv1d.weight` `[N, 1, kernel]`, stride `kernel / 2`, no bias,
 /// then ReLU.
@@ -52,7 +52,8 @@ impl Encoder {
     }
 
     /// `x` `[B, T]` (T >= kernel) -> `[B, L, N]` (SB's `[B, N, L]`, transposed).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let weight = param(&self.weight, train);
         let (b, t) = x.dims2()?;
         if t < self.kernel {
             candle_core::bail!("Encoder: input of {t} samples is shorter than the kernel ({})", self.kernel);
@@ -68,11 +69,11 @@ impl Encoder {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let frames = Tensor::cat(&parts, 2)?; // [B, L, kernel]
-            let w = self.weight.reshape((self.out_channels, self.kernel))?;
+            let w = weight.reshape((self.out_channels, self.kernel))?;
             linear(&frames, &w, None)?
         } else {
             x.unsqueeze(1)?
-                .conv1d(&self.weight, 0, self.stride, 1, 1)?
+                .conv1d(&weight, 0, self.stride, 1, 1)?
                 .transpose(1, 2)?
                 .contiguous()?
         };
@@ -113,12 +114,13 @@ impl Decoder {
     }
 
     /// `h` `[B, L, N]` -> `[B, (L - 1) * stride + kernel]`.
-    pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, h: &Tensor, train: bool) -> Result<Tensor> {
         let (b, l, _) = h.dims3()?;
+        let weight = param(&self.weight, train);
         let y = if self.kernel % self.stride == 0 {
             // One GEMM to per-frame kernels, then overlap-add of `kernel / stride` shifted parts.
             let r = self.kernel / self.stride;
-            let w = self.weight.reshape((self.in_channels, self.kernel))?;
+            let w = weight.reshape((self.in_channels, self.kernel))?;
             let frames = linear(h, &w.t()?, None)?; // [B, L, kernel]
             let mut out: Option<Tensor> = None;
             for j in 0..r {
@@ -136,11 +138,11 @@ impl Decoder {
         } else {
             h.transpose(1, 2)?
                 .contiguous()?
-                .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
+                .conv_transpose1d(&weight, 0, 0, self.stride, 1, 1)?
                 .squeeze(1)?
         };
         match &self.bias {
-            Some(bias) => y.broadcast_add(bias),
+            Some(bias) => y.broadcast_add(&param(bias, train)),
             None => Ok(y),
         }
     }

@@ -104,7 +104,7 @@ impl Sepformer {
 
     /// Encoder output `[B, L, N]` for a mixture `[B, T]` (`T >= kernel_size`).
     pub fn encode(&self, mix: &Tensor) -> candle_core::Result<Tensor> {
-        self.encoder.forward(mix)
+        self.encoder.forward(mix, self.train)
     }
 
     /// Masks `[num_spks, B, L, N]` for encoded mixtures `[B, L, N]`.
@@ -130,7 +130,7 @@ impl Sepformer {
         let sep = masks
             .broadcast_mul(&mix_w.unsqueeze(0)?)?
             .reshape((spk * b, l, n))?;
-        let est = self.decoder.forward(&sep)?; // [spk*B, T']
+        let est = self.decoder.forward(&sep, self.train)?; // [spk*B, T']
         let t_est = est.dim(1)?;
         let est = if t_est >= t {
             est.narrow(1, 0, t)?
