@@ -247,6 +247,37 @@ impl SepformerSeparation {
     }
 }
 
+/// The tutorial's artificial mixture: two files loaded as SpeechBrain's `read_audio` +
+/// resampling (channels averaged, torchaudio's kernel) at `sample_rate`, cropped to the
+/// shorter, and added. Returns `(mixture, source1, source2)`, all the same length.
+///
+/// ```no_run
+/// let (mix, s1, s2) = voxbrain::inference::separation::make_mixture("a.flac", "b.flac", 8000).unwrap();
+/// ```
+pub fn make_mixture(
+    path1: impl AsRef<Path>,
+    path2: impl AsRef<Path>,
+    sample_rate: u32,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), SeparationError> {
+    let load = |p: &Path| -> Result<Vec<f32>, SeparationError> {
+        let w = read_waveform(p)?;
+        Ok(Waveform::mono(w.to_mono(), w.sample_rate)
+            .resampled(sample_rate)?
+            .into_channels()
+            .remove(0))
+    };
+    let mut s1 = load(path1.as_ref())?;
+    let mut s2 = load(path2.as_ref())?;
+    let n = s1.len().min(s2.len());
+    if n == 0 {
+        return Err(SeparationError::BadInput("make_mixture: an input has no samples".into()));
+    }
+    s1.truncate(n);
+    s2.truncate(n);
+    let mix = s1.iter().zip(&s2).map(|(a, b)| a + b).collect();
+    Ok((mix, s1, s2))
+}
+
 /// Divides each source by its peak absolute value over time (`est / est.abs().max(dim=1)`),
 /// leaving all-zero sources at zero. `est`: `[batch, time, num_spks]`.
 pub fn peak_normalize(est: &Tensor) -> candle_core::Result<Tensor> {
