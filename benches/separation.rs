@@ -10,7 +10,11 @@ use voxbrain::pretrained::FromHparamsOptions;
 
 fn bench_sepformer(c: &mut Criterion) {
     let dir = std::env::var("VOXBRAIN_SEPFORMER_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/separation/model_small").to_string()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/separation/model_small"
+        )
+        .to_string()
     });
     let save = tempfile::tempdir().unwrap();
     let opts = FromHparamsOptions {

@@ -24,7 +24,10 @@ fn peak_rss_mb() -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(args.len() >= 2, "usage: time_sepformer <model_dir> <mix.npy|seconds> [reference.npy] [repeats]");
+    anyhow::ensure!(
+        args.len() >= 2,
+        "usage: time_sepformer <model_dir> <mix.npy|seconds> [reference.npy] [repeats]"
+    );
     let save = tempfile::tempdir()?;
     let opts = FromHparamsOptions {
         savedir: Some(save.path().to_path_buf()),
@@ -62,9 +65,17 @@ fn main() -> anyhow::Result<()> {
     });
     if let Some(reference) = args.get(2).filter(|s| s.as_str() != "-") {
         let want = voxbrain::npy::read_npy(reference)?.data;
-        anyhow::ensure!(want.len() == got.len(), "reference has {} values, output {}", want.len(), got.len());
+        anyhow::ensure!(
+            want.len() == got.len(),
+            "reference has {} values, output {}",
+            want.len(),
+            got.len()
+        );
         let snr = voxbrain::metrics::snr(&got, &want);
-        let max = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let max = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         report["snr_vs_reference_db"] = serde_json::json!(snr);
         report["max_abs_err"] = serde_json::json!(max);
     }

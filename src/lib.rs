@@ -9,10 +9,10 @@
 
 pub mod audio;
 pub mod features;
+pub mod inference;
+pub mod lobes;
+pub mod metrics;
+pub mod nnet;
 pub mod npy;
 pub mod pretrained;
 pub mod progress;
-pub mod inference;
-pub mod lobes;
-pub mod nnet;
-pub mod metrics;

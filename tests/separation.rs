@@ -43,7 +43,11 @@ fn check(model: &SepformerSeparation, name: &str) {
     let want = npy(&format!("separation/{name}_sources.npy"));
     let x = Tensor::from_slice(&mix.data, (1, mix.data.len()), &Device::Cpu).unwrap();
     let est = model.separate_batch(&x).unwrap();
-    assert_eq!(est.dims(), &[1, want.shape[0], want.shape[1]], "{name}: shape");
+    assert_eq!(
+        est.dims(),
+        &[1, want.shape[0], want.shape[1]],
+        "{name}: shape"
+    );
     let got = est.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let snr = snr_db(&got, &want.data);
     let (max, mean) = common::diff(&got, &want.data);
@@ -132,7 +136,8 @@ fn stereo_file_is_downmixed() {
     let est = model.separate_file(&path).unwrap();
     assert_eq!(est.dims(), &[1, mix.len(), 2]);
     let x = Tensor::from_slice(&mix, (1, mix.len()), &Device::Cpu).unwrap();
-    let want = voxbrain::inference::separation::peak_normalize(&model.separate_batch(&x).unwrap()).unwrap();
+    let want = voxbrain::inference::separation::peak_normalize(&model.separate_batch(&x).unwrap())
+        .unwrap();
     let (max, _) = common::diff(
         &est.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -161,7 +166,13 @@ fn sources_are_written_as_wav() {
         .iter()
         .map(|r| r[1])
         .collect();
-    common::assert_close("source2 wav round trip", &back.channels()[0], &want, 1e-7, 1e-8);
+    common::assert_close(
+        "source2 wav round trip",
+        &back.channels()[0],
+        &want,
+        1e-7,
+        1e-8,
+    );
 }
 
 #[test]
@@ -183,11 +194,18 @@ fn bad_model_directory_errors_name_the_problem() {
     // A checkpoint of the wrong size: the report names the file and keys.
     let dir2 = tempfile::tempdir().unwrap();
     for f in ["encoder.ckpt", "masknet.ckpt", "decoder.ckpt"] {
-        std::fs::copy(fixture("separation/model_small").join(f), dir2.path().join(f)).unwrap();
+        std::fs::copy(
+            fixture("separation/model_small").join(f),
+            dir2.path().join(f),
+        )
+        .unwrap();
     }
     std::fs::write(
         dir2.path().join("hyperparams.yaml"),
-        yaml.replace("kernel_size: 16\n  out_channels: 32", "kernel_size: 8\n  out_channels: 32"),
+        yaml.replace(
+            "kernel_size: 16\n  out_channels: 32",
+            "kernel_size: 8\n  out_channels: 32",
+        ),
     )
     .unwrap();
     let opts = FromHparamsOptions {
@@ -196,5 +214,8 @@ fn bad_model_directory_errors_name_the_problem() {
     };
     let err = SepformerSeparation::from_hparams(dir2.path().to_str().unwrap(), &opts).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("encoder.ckpt") && msg.contains("conv1d.weight"), "{msg}");
+    assert!(
+        msg.contains("encoder.ckpt") && msg.contains("conv1d.weight"),
+        "{msg}"
+    );
 }

@@ -10,7 +10,10 @@ use voxbrain::metrics::pit_si_snr;
 use voxbrain::pretrained::FromHparamsOptions;
 
 fn model_dir() -> String {
-    fixture("separation/model_small").to_str().unwrap().to_string()
+    fixture("separation/model_small")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -27,7 +30,11 @@ fn separate_command_writes_wavs_and_npy() {
         .arg(dir.path().join("est.npy"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // 16 kHz input to the 8 kHz model: resampled, with a warning.
     assert!(String::from_utf8_lossy(&out.stderr).contains("Resampling"));
     for i in 1..=2 {
@@ -46,7 +53,14 @@ fn separate_command_writes_wavs_and_npy() {
 fn separate_command_reports_missing_files() {
     let out = Command::new(env!("CARGO_BIN_EXE_voxbrain"))
         .env("HF_HUB_OFFLINE", "1")
-        .args(["separate", "--source", &model_dir(), "/nonexistent/mix.wav", "--out-dir", "/tmp/x"])
+        .args([
+            "separate",
+            "--source",
+            &model_dir(),
+            "/nonexistent/mix.wav",
+            "--out-dir",
+            "/tmp/x",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -70,9 +84,14 @@ fn long_audio_in_windows() {
     assert_eq!(model.separate_long(&mix, 48_000, 100).unwrap(), whole);
     let chunked = model.separate_long(&mix, 16_000, 4_000).unwrap();
     assert_eq!(chunked.len(), 2);
-    assert!(chunked.iter().all(|s| s.len() == mix.len() && s.iter().all(|x| x.is_finite())));
+    assert!(chunked
+        .iter()
+        .all(|s| s.len() == mix.len() && s.iter().all(|x| x.is_finite())));
     let score = pit_si_snr(&chunked, &whole).unwrap();
-    println!("chunked (2 s windows, 0.5 s overlap) vs whole, small random model: SI-SNR {:.1} dB", score.mean);
+    println!(
+        "chunked (2 s windows, 0.5 s overlap) vs whole, small random model: SI-SNR {:.1} dB",
+        score.mean
+    );
     assert!(model.separate_long(&mix, 1000, 1000).is_err());
 }
 

@@ -8,7 +8,9 @@ use candle_core::{Device, Tensor};
 use crate::audio::{read_waveform, write_wav, AudioError, WavFormat, Waveform};
 use crate::lobes::sepformer::{Sepformer, SepformerConfig};
 use crate::pretrained::hparams::Hparams;
-use crate::pretrained::{from_hparams, FromHparamsOptions, Loadable, Pretrained, PretrainedError, Pretrainer};
+use crate::pretrained::{
+    from_hparams, FromHparamsOptions, Loadable, Pretrained, PretrainedError, Pretrainer,
+};
 
 /// Errors of the separation interface; each names the file or the offending input.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,11 @@ impl SepformerSeparation {
 
     /// Wraps an already built model.
     pub fn from_model(model: Sepformer, hparams: Hparams, device: Device) -> Self {
-        Self { model, hparams, device }
+        Self {
+            model,
+            hparams,
+            device,
+        }
     }
 
     /// The model's sample rate (`hparams.sample_rate`).
@@ -125,9 +131,13 @@ impl SepformerSeparation {
             }
         };
         if mix.dim(1)? == 0 || mix.dim(0)? == 0 {
-            return Err(SeparationError::BadInput("separate_batch: empty input".into()));
+            return Err(SeparationError::BadInput(
+                "separate_batch: empty input".into(),
+            ));
         }
-        let mix = mix.to_dtype(candle_core::DType::F32)?.to_device(&self.device)?;
+        let mix = mix
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&self.device)?;
         Ok(self.model.forward(&mix)?)
     }
 
@@ -148,7 +158,10 @@ impl SepformerSeparation {
         let path = path.as_ref();
         let w = read_waveform(path)?;
         if w.num_frames() == 0 {
-            return Err(SeparationError::BadInput(format!("{}: no samples", path.display())));
+            return Err(SeparationError::BadInput(format!(
+                "{}: no samples",
+                path.display()
+            )));
         }
         if w.num_channels() > 1 {
             tracing::info!(path = %path.display(), channels = w.num_channels(), "averaging channels to mono");
@@ -241,7 +254,11 @@ impl SepformerSeparation {
         out_dir: impl AsRef<Path>,
         stem: &str,
     ) -> Result<Vec<PathBuf>, SeparationError> {
-        let est = if est.rank() == 3 { est.squeeze(0)? } else { est.clone() };
+        let est = if est.rank() == 3 {
+            est.squeeze(0)?
+        } else {
+            est.clone()
+        };
         let sources = est.t()?.contiguous()?.to_vec2::<f32>()?;
         write_sources(&sources, self.sample_rate(), out_dir, stem)
     }
@@ -270,7 +287,9 @@ pub fn make_mixture(
     let mut s2 = load(path2.as_ref())?;
     let n = s1.len().min(s2.len());
     if n == 0 {
-        return Err(SeparationError::BadInput("make_mixture: an input has no samples".into()));
+        return Err(SeparationError::BadInput(
+            "make_mixture: an input has no samples".into(),
+        ));
     }
     s1.truncate(n);
     s2.truncate(n);
@@ -303,7 +322,11 @@ pub fn write_sources(
     let mut paths = Vec::with_capacity(sources.len());
     for (i, s) in sources.iter().enumerate() {
         let path = out_dir.join(format!("{stem}_source{}.wav", i + 1));
-        write_wav(&path, &Waveform::mono(s.clone(), sample_rate), WavFormat::Float32)?;
+        write_wav(
+            &path,
+            &Waveform::mono(s.clone(), sample_rate),
+            WavFormat::Float32,
+        )?;
         paths.push(path);
     }
     Ok(paths)

@@ -101,7 +101,11 @@ pub fn pit(
         .map(|perm| {
             let per_source: Vec<f64> = (0..n).map(|i| table[i][perm[i]]).collect();
             let mean = per_source.iter().sum::<f64>() / n as f64;
-            PitScore { perm, per_source, mean }
+            PitScore {
+                perm,
+                per_source,
+                mean,
+            }
         })
         .max_by(|a, b| a.mean.total_cmp(&b.mean))
 }
@@ -112,7 +116,11 @@ pub fn pit_si_snr(estimates: &[Vec<f32>], targets: &[Vec<f32>]) -> Option<PitSco
 }
 
 /// Permutation-invariant SI-SNR improvement over `mixture` (dB), per source and mean.
-pub fn pit_si_snri(estimates: &[Vec<f32>], targets: &[Vec<f32>], mixture: &[f32]) -> Option<PitScore> {
+pub fn pit_si_snri(
+    estimates: &[Vec<f32>],
+    targets: &[Vec<f32>],
+    mixture: &[f32],
+) -> Option<PitScore> {
     pit(estimates, targets, |e, t| si_snr_improvement(e, t, mixture))
 }
 

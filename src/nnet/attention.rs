@@ -24,7 +24,9 @@ impl MultiheadAttention {
     /// Builds the layer; `vb` is the SpeechBrain module's path (e.g. `...layers.0.self_att`).
     pub fn new(nhead: usize, d_model: usize, dropout: f32, vb: VarBuilder) -> Result<Self> {
         if nhead == 0 || d_model % nhead != 0 {
-            candle_core::bail!("MultiheadAttention: d_model {d_model} not divisible by nhead {nhead}");
+            candle_core::bail!(
+                "MultiheadAttention: d_model {d_model} not divisible by nhead {nhead}"
+            );
         }
         let att = vb.pp("att");
         Ok(Self {
@@ -48,8 +50,8 @@ impl MultiheadAttention {
             &param(&self.in_proj_weight, train),
             Some(&param(&self.in_proj_bias, train)),
         )?
-            .reshape((b, t, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
+        .reshape((b, t, 3, h, hd))?
+        .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (qkv.get(0)?.contiguous()? * scale)?.reshape((b * h, t, hd))?;
         let k = qkv.get(1)?.contiguous()?.reshape((b * h, t, hd))?;
@@ -105,7 +107,11 @@ impl PositionalwiseFeedForward {
 
     /// Applies the block over the last dimension.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hdn = self.activation.forward(&linear(x, &param(&self.w1, train), Some(&param(&self.b1, train)))?)?;
+        let hdn = self.activation.forward(&linear(
+            x,
+            &param(&self.w1, train),
+            Some(&param(&self.b1, train)),
+        )?)?;
         let hdn = self.dropout.forward(&hdn, train)?;
         linear(&hdn, &param(&self.w2, train), Some(&param(&self.b2, train)))
     }

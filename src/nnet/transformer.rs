@@ -46,7 +46,12 @@ impl TransformerEncoderLayer {
     /// Builds the layer under `vb` (e.g. `mdl.layers.0`).
     pub fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            self_att: MultiheadAttention::new(cfg.nhead, cfg.d_model, cfg.dropout, vb.pp("self_att"))?,
+            self_att: MultiheadAttention::new(
+                cfg.nhead,
+                cfg.d_model,
+                cfg.dropout,
+                vb.pp("self_att"),
+            )?,
             pos_ffn: PositionalwiseFeedForward::new(
                 cfg.d_ffn,
                 cfg.d_model,
@@ -71,9 +76,12 @@ impl TransformerEncoderLayer {
             src + self.dropout2.forward(&ffn, train)?
         } else {
             let att = self.self_att.forward(src, train)?;
-            let src = self.norm1.forward(&(src + self.dropout1.forward(&att, train)?)?)?;
+            let src = self
+                .norm1
+                .forward(&(src + self.dropout1.forward(&att, train)?)?)?;
             let ffn = self.pos_ffn.forward(&src, train)?;
-            self.norm2.forward(&(src + self.dropout2.forward(&ffn, train)?)?)
+            self.norm2
+                .forward(&(src + self.dropout2.forward(&ffn, train)?)?)
         }
     }
 }

@@ -47,7 +47,12 @@ impl<'a> Reader<'a> {
             Some(v) => v
                 .as_i64()
                 .and_then(|i| usize::try_from(i).ok())
-                .ok_or_else(|| self.err(format!("`{name}` is not a non-negative integer: {}", v.python_str()))),
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "`{name}` is not a non-negative integer: {}",
+                        v.python_str()
+                    ))
+                }),
             None => default.ok_or_else(|| self.err(format!("missing `{name}`"))),
         }
     }
@@ -89,7 +94,12 @@ fn object<'a>(hp: &'a Hparams, key: &str, class: &str) -> Result<Reader<'a>, Pre
     nested(hp.origin(), key, obj, class)
 }
 
-fn nested<'a>(origin: &'a str, key: &str, obj: &'a Object, class: &str) -> Result<Reader<'a>, PretrainedError> {
+fn nested<'a>(
+    origin: &'a str,
+    key: &str,
+    obj: &'a Object,
+    class: &str,
+) -> Result<Reader<'a>, PretrainedError> {
     if obj.short_name() != class {
         return Err(PretrainedError::UnsupportedClass {
             origin: origin.to_string(),
@@ -105,13 +115,19 @@ fn nested<'a>(origin: &'a str, key: &str, obj: &'a Object, class: &str) -> Resul
 }
 
 fn transformer(r: &Reader<'_>, name: &str) -> Result<(TransformerConfig, bool), PretrainedError> {
-    let v = r.value(name).ok_or_else(|| r.err(format!("missing `{name}`")))?;
-    let obj = v.as_new().ok_or_else(|| r.err(format!("`{name}` is not a !new: object")))?;
+    let v = r
+        .value(name)
+        .ok_or_else(|| r.err(format!("missing `{name}`")))?;
+    let obj = v
+        .as_new()
+        .ok_or_else(|| r.err(format!("`{name}` is not a !new: object")))?;
     let key = format!("{}[{name}]", r.key);
     let t = nested(r.origin, &key, obj, "SBTransformerBlock")?;
     let attention = t.str("attention_type", "regularMHA")?;
     if attention != "regularMHA" {
-        return Err(t.err(format!("attention_type `{attention}` is not supported (only regularMHA)")));
+        return Err(t.err(format!(
+            "attention_type `{attention}` is not supported (only regularMHA)"
+        )));
     }
     for unsupported in ["kdim", "vdim", "input_shape"] {
         if t.value(unsupported).is_some() {
@@ -133,7 +149,10 @@ fn transformer(r: &Reader<'_>, name: &str) -> Result<(TransformerConfig, bool), 
         normalize_before: t.bool("norm_before", false)?,
     };
     if cfg.nhead == 0 || cfg.d_model % cfg.nhead != 0 {
-        return Err(t.err(format!("d_model {} is not divisible by nhead {}", cfg.d_model, cfg.nhead)));
+        return Err(t.err(format!(
+            "d_model {} is not divisible by nhead {}",
+            cfg.d_model, cfg.nhead
+        )));
     }
     Ok((cfg, t.bool("use_positional_encoding", false)?))
 }
@@ -160,12 +179,18 @@ impl SepformerConfig {
         }
         let m = object(hp, "modules[masknet]", "Dual_Path_Model")?;
         let norm_name = m.str("norm", "ln")?;
-        let norm = NormKind::parse(norm_name)
-            .ok_or_else(|| m.err(format!("norm `{norm_name}` is not supported (ln, gln, cln)")))?;
+        let norm = NormKind::parse(norm_name).ok_or_else(|| {
+            m.err(format!(
+                "norm `{norm_name}` is not supported (ln, gln, cln)"
+            ))
+        })?;
         if m.bool("use_global_pos_enc", false)? {
             return Err(m.err("use_global_pos_enc is not supported".into()));
         }
-        let num_spks_default = hp.get("num_spks").and_then(|v| v.as_i64()).map(|v| v as usize);
+        let num_spks_default = hp
+            .get("num_spks")
+            .and_then(|v| v.as_i64())
+            .map(|v| v as usize);
         let masknet = DualPathConfig {
             in_channels: m.usize("in_channels", None)?,
             out_channels: m.usize("out_channels", None)?,
@@ -184,7 +209,10 @@ impl SepformerConfig {
                 masknet.in_channels
             )));
         }
-        for (name, t) in [("intra_model", &masknet.intra.0), ("inter_model", &masknet.inter.0)] {
+        for (name, t) in [
+            ("intra_model", &masknet.intra.0),
+            ("inter_model", &masknet.inter.0),
+        ] {
             if t.d_model != masknet.out_channels {
                 return Err(m.err(format!(
                     "{name} d_model {} differs from out_channels {}",

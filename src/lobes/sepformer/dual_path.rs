@@ -22,7 +22,11 @@ pub struct SBTransformerBlock {
 
 impl SBTransformerBlock {
     /// Builds the block under `vb` (e.g. `dual_mdl.0.intra_mdl`).
-    pub fn new(cfg: &TransformerConfig, use_positional_encoding: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &TransformerConfig,
+        use_positional_encoding: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             mdl: TransformerEncoder::new(cfg, vb.pp("mdl"))?,
             pos_enc: if use_positional_encoding {
@@ -84,7 +88,11 @@ impl Norm {
         Ok(match kind {
             NormKind::Ln => Norm::Global(GlobalNorm::group_norm(channels, EPS, vb)?),
             NormKind::Gln => {
-                let shape: Vec<usize> = if rank == 4 { vec![channels, 1, 1] } else { vec![channels, 1] };
+                let shape: Vec<usize> = if rank == 4 {
+                    vec![channels, 1, 1]
+                } else {
+                    vec![channels, 1]
+                };
                 Norm::Global(GlobalNorm::with_shape(&shape, EPS, vb)?)
             }
             NormKind::Cln => Norm::Channel(LayerNorm::torch(channels, EPS, vb)?),
@@ -145,8 +153,14 @@ impl DualComputationBlock {
         Ok(Self {
             intra_mdl: SBTransformerBlock::new(intra.0, intra.1, vb.pp("intra_mdl"))?,
             inter_mdl: SBTransformerBlock::new(inter.0, inter.1, vb.pp("inter_mdl"))?,
-            intra_norm: cfg.norm.map(|k| Norm::new(k, n, 4, vb.pp("intra_norm"))).transpose()?,
-            inter_norm: cfg.norm.map(|k| Norm::new(k, n, 4, vb.pp("inter_norm"))).transpose()?,
+            intra_norm: cfg
+                .norm
+                .map(|k| Norm::new(k, n, 4, vb.pp("intra_norm")))
+                .transpose()?,
+            inter_norm: cfg
+                .norm
+                .map(|k| Norm::new(k, n, 4, vb.pp("inter_norm")))
+                .transpose()?,
             intra_linear: lin("intra_linear")?,
             inter_linear: lin("inter_linear")?,
             skip_around_intra: cfg.skip_around_intra,
@@ -169,7 +183,10 @@ impl DualComputationBlock {
             intra = (intra + x)?;
         }
         // Inter-chunk: sequences of S chunks, one per position within the chunk.
-        let seq = intra.transpose(1, 2)?.contiguous()?.reshape((b * k, s, n))?;
+        let seq = intra
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * k, s, n))?;
         let mut inter = self.inter_mdl.forward(&seq, train)?;
         if let Some((w, bias)) = &self.inter_linear {
             inter = linear(&inter, &param(w, train), Some(&param(bias, train)))?;
@@ -282,8 +299,13 @@ impl DualPathModel {
             norm: Norm::new(cfg.norm, ni, 3, vb.pp("norm"))?,
             conv1d: pw("conv1d", no, ni)?,
             dual_mdl,
-            prelu: vb.pp("prelu").get_with_hints(1, "weight", candle_nn::Init::Const(0.25))?,
-            conv2d_w: vb.pp("conv2d").get((no * spk, no, 1, 1), "weight")?.reshape((no * spk, no))?,
+            prelu: vb
+                .pp("prelu")
+                .get_with_hints(1, "weight", candle_nn::Init::Const(0.25))?,
+            conv2d_w: vb
+                .pp("conv2d")
+                .get((no * spk, no, 1, 1), "weight")?
+                .reshape((no * spk, no))?,
             conv2d_b: vb.pp("conv2d").get(no * spk, "bias")?,
             output_w: pw("output.0", no, no)?,
             output_b: vb.pp("output.0").get(no, "bias")?,

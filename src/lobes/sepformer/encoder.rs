@@ -22,7 +22,9 @@ impl Encoder {
         if kernel_size < 2 {
             candle_core::bail!("Encoder: kernel_size must be >= 2 (got {kernel_size})");
         }
-        let weight = vb.pp("conv1d").get((out_channels, 1, kernel_size), "weight")?;
+        let weight = vb
+            .pp("conv1d")
+            .get((out_channels, 1, kernel_size), "weight")?;
         Ok(Self {
             weight,
             kernel: kernel_size,
@@ -56,7 +58,10 @@ impl Encoder {
         let weight = param(&self.weight, train);
         let (b, t) = x.dims2()?;
         if t < self.kernel {
-            candle_core::bail!("Encoder: input of {t} samples is shorter than the kernel ({})", self.kernel);
+            candle_core::bail!(
+                "Encoder: input of {t} samples is shorter than the kernel ({})",
+                self.kernel
+            );
         }
         let l = self.num_frames(t);
         let y = if self.kernel % self.stride == 0 {

@@ -167,11 +167,17 @@ impl Loadable for ModuleParams<'_> {
                     continue;
                 };
                 if key.ends_with("pos_enc.pe") && !ckpt.tensors.contains_key(key) {
-                    ckpt.tensors.insert(key.to_string(), var.as_tensor().copy()?);
+                    ckpt.tensors
+                        .insert(key.to_string(), var.as_tensor().copy()?);
                 }
             }
         }
-        load_state_dict(self.varmap, &ckpt, path, &LoadOptions::with_prefix(&self.prefix))?;
+        load_state_dict(
+            self.varmap,
+            &ckpt,
+            path,
+            &LoadOptions::with_prefix(&self.prefix),
+        )?;
         Ok(())
     }
 }
