@@ -226,14 +226,13 @@ impl SepformerSeparation {
                 best_order(&out, &est, start, ov)
             };
             for (dst, &src) in order.iter().enumerate() {
-                let e = &est[src];
-                for i in 0..(end - start) {
-                    let t = start + i;
+                let window = &mut out[dst][start..end];
+                for (i, (o, &e)) in window.iter_mut().zip(&est[src]).enumerate() {
                     if i < ov {
                         let w = (i as f32 + 0.5) / ov as f32;
-                        out[dst][t] = out[dst][t] * (1.0 - w) + e[i] * w;
+                        *o = *o * (1.0 - w) + e * w;
                     } else {
-                        out[dst][t] = e[i];
+                        *o = e;
                     }
                 }
             }
@@ -264,6 +263,9 @@ impl SepformerSeparation {
     }
 }
 
+/// `(mixture, source1, source2)` of [`make_mixture`].
+pub type Mixture = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// The tutorial's artificial mixture: two files loaded as SpeechBrain's `read_audio` +
 /// resampling (channels averaged, torchaudio's kernel) at `sample_rate`, cropped to the
 /// shorter, and added. Returns `(mixture, source1, source2)`, all the same length.
@@ -275,7 +277,7 @@ pub fn make_mixture(
     path1: impl AsRef<Path>,
     path2: impl AsRef<Path>,
     sample_rate: u32,
-) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), SeparationError> {
+) -> Result<Mixture, SeparationError> {
     let load = |p: &Path| -> Result<Vec<f32>, SeparationError> {
         let w = read_waveform(p)?;
         Ok(Waveform::mono(w.to_mono(), w.sample_rate)
