@@ -20,7 +20,7 @@ fn zero_mean(x: &[f32]) -> Vec<f64> {
 /// ```
 /// let s: Vec<f32> = (0..800).map(|i| (i as f32 * 0.05).sin()).collect();
 /// let scaled: Vec<f32> = s.iter().map(|x| 0.3 * x).collect();
-/// assert!(voxbrain::metrics::si_snr(&scaled, &s) > 100.0); // scale does not matter
+/// assert!(voxbrain::metrics::si_snr(&scaled, &s) > 90.0); // scale does not matter (EPS caps it)
 /// ```
 pub fn si_snr(estimate: &[f32], target: &[f32]) -> f64 {
     let n = estimate.len().min(target.len());
