@@ -2,6 +2,7 @@
 """Times SpeechBrain on the same input voxbrain's benchmarks use; prints one JSON line.
 
     $VENV/bin/python data-tools/reference/bench_speechbrain.py fbank <wav> [--n-mels 80]
+    $VENV/bin/python data-tools/reference/bench_speechbrain.py sepformer <model_dir> --seconds 5
 
 torch runs with 2 threads (the CI machine's core count) so ratios are like for like.
 """
@@ -51,10 +52,11 @@ def bench_ecapa(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["fbank", "ecapa"])
-    ap.add_argument("wav")
+    ap.add_argument("what", choices=["fbank", "ecapa", "sepformer"])
+    ap.add_argument("wav", help="input wav (fbank, ecapa) or model directory (sepformer)")
     ap.add_argument("--model-dir", help="SB-layout model directory (ecapa)")
     ap.add_argument("--out", help="write the batch-1 embedding here (.npy)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="sepformer: input length")
     ap.add_argument("--n-mels", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
@@ -63,6 +65,8 @@ def main():
 
     if args.what == "ecapa":
         return bench_ecapa(args)
+    if args.what == "sepformer":
+        return sepformer(args)
 
     from speechbrain.dataio import audio_io
     from speechbrain.dataio.preprocess import AudioNormalizer
@@ -76,6 +80,28 @@ def main():
     print(json.dumps({"impl": "speechbrain", "what": "fbank", "n_mels": args.n_mels,
                       "seconds": round(wav.shape[1] / 16000, 2), "median_ms": round(ms, 4),
                       "torch_threads": args.threads}))
+
+
+def sepformer(args):
+    """SepformerSeparation.separate_batch on `--seconds` of the same synthetic mixture
+    voxbrain's time_sepformer example uses; peak RSS from getrusage."""
+    import math
+    import resource
+    import tempfile
+
+    from speechbrain.inference.separation import SepformerSeparation
+
+    model = SepformerSeparation.from_hparams(source=args.wav, savedir=tempfile.mkdtemp())
+    model.eval()
+    fs = model.hparams.sample_rate
+    t = torch.arange(int(args.seconds * fs), dtype=torch.float32) / fs
+    x = (0.3 * torch.sin(t * 2 * math.pi * 220 * (1 + 0.1 * torch.sin(t * 3)))
+         + 0.2 * torch.sin(t * 2 * math.pi * 330) * torch.cos(t * 1.7)).unsqueeze(0)
+    with torch.no_grad():
+        ms = time_fn(lambda: model.separate_batch(x), args.repeats, warmup=1)
+    print(json.dumps({"impl": "speechbrain", "what": "sepformer", "seconds": args.seconds,
+                      "median_ms": round(ms, 2), "torch_threads": args.threads,
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
 if __name__ == "__main__":

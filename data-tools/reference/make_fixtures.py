@@ -26,6 +26,7 @@ TARGETS = {
     "dataio": "fixtures_dataio",
     "pretrained": "fixtures_pretrained",
     "speaker": "fixtures_speaker",
+    "separation": "fixtures_separation",
 }
 
 

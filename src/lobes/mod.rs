@@ -1,3 +1,4 @@
 //! Model architectures (`speechbrain.lobes.models`), with SpeechBrain's parameter names.
 
 pub mod ecapa_tdnn;
+pub mod sepformer;

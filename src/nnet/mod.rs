@@ -1,6 +1,80 @@
-//! Neural network layers with SpeechBrain's semantics and parameter names
-//! (`speechbrain.nnet`). Each constructor takes a `VarBuilder` whose path mirrors the PyTorch
-//! module path, so a state_dict loads into the `VarMap` unchanged.
+//! Neural-network layers in SpeechBrain's parameter layout (`speechbrain.nnet`): each
+//! constructor takes a [`candle_nn::VarBuilder`] whose path mirrors the PyTorch module path,
+//! so the parameter names equal SpeechBrain's state_dict keys.
 
+pub mod attention;
 pub mod cnn;
 pub mod normalization;
+pub mod transformer;
+
+use candle_core::{Result, Tensor};
+
+/// `torch.nn.functional.linear` over the last dimension of a tensor of any rank:
+/// `x @ weight^T + bias`, with `weight` `[out, in]`. Leading dimensions are flattened into one
+/// matrix product (one large GEMM is much faster on the CPU than a batched one).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (d_in, lead) = match dims.split_last() {
+        Some((d, lead)) => (*d, lead.to_vec()),
+        None => candle_core::bail!("linear: scalar input"),
+    };
+    let rows: usize = lead.iter().product();
+    let d_out = weight.dim(0)?;
+    let x2 = x.reshape((rows, d_in))?;
+    let mut y = x2.matmul(&weight.t()?)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    let mut out_shape = lead;
+    out_shape.push(d_out);
+    y.reshape(out_shape)
+}
+
+/// A parameter as used in a forward pass: itself in training mode (gradients flow to the
+/// `Var`), detached in eval mode so that no backprop graph keeps intermediate tensors alive
+/// (the detached tensor shares the `Var`'s storage, so later loads are still seen).
+pub fn param(t: &Tensor, train: bool) -> Tensor {
+    if train {
+        t.clone()
+    } else {
+        t.detach()
+    }
+}
+
+/// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and
+/// `candle_nn::ops::dropout` in training mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    /// Drop probability.
+    pub p: f32,
+}
+
+impl Dropout {
+    /// Applies dropout when `train` is true and `p > 0`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.p > 0.0 {
+            candle_nn::ops::dropout(x, self.p)
+        } else {
+            Ok(x.clone())
+        }
+    }
+}
+
+/// The activation of a feed-forward block (`activation: relu | gelu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `torch.nn.ReLU`.
+    Relu,
+    /// `torch.nn.GELU` (exact, erf-based).
+    Gelu,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}

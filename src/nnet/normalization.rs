@@ -1,9 +1,94 @@
-//! `speechbrain.nnet.normalization.BatchNorm1d`: a `torch.nn.BatchNorm1d` under `norm.`, with
-//! train/eval modes. In training it normalises with batch statistics and updates the running
-//! statistics, which are the `VarMap`'s own variables (so they are saved with the model).
+//! Normalization layers: SpeechBrain's `LayerNorm` (a wrapper holding `torch.nn.LayerNorm` as
+//! `.norm`) and the "one group over everything" normalization of `Dual_Path_Model`
+//! (`torch.nn.GroupNorm(1, C)`, and `GlobalLayerNorm`, which computes the same thing), and
+//! `BatchNorm1d` (`torch.nn.BatchNorm1d` under `.norm`) with train/eval modes: its running
+//! statistics are the `VarMap`'s own variables, so they are saved with the model.
 
-use candle_core::{ModuleT, Result, Tensor};
+use candle_core::{DType, ModuleT, Result, Tensor, D};
 use candle_nn::VarBuilder;
+
+/// `speechbrain.nnet.normalization.LayerNorm(input_size, eps)`: normalizes the last dimension.
+/// Parameters: `<path>.norm.weight`, `<path>.norm.bias`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// SpeechBrain's wrapper (parameters under `norm.`).
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Self::torch(size, eps, vb.pp("norm"))
+    }
+
+    /// A plain `torch.nn.LayerNorm` (parameters directly under `vb`).
+    pub fn torch(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Normalization over all positions and channels of each batch item, with a per-channel
+/// affine transform: `torch.nn.GroupNorm(1, C, eps)` (SB's `norm: ln`) and SB's
+/// `GlobalLayerNorm` (`norm: gln`; same formula, parameters shaped `[C, 1]` / `[C, 1, 1]`).
+///
+/// Works on channel-last tensors `[B, ..., C]` (voxbrain's internal layout); statistics are
+/// accumulated in f64 so long inputs do not lose precision.
+#[derive(Debug, Clone)]
+pub struct GlobalNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl GlobalNorm {
+    /// `GroupNorm(1, channels)`: `weight` and `bias` `[C]`.
+    pub fn group_norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Self::with_shape(&[channels], eps, vb)
+    }
+
+    /// Parameters with the given shape (`[C]`, `[C, 1]`, `[C, 1, 1]`).
+    pub fn with_shape(shape: &[usize], eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(shape, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(shape, "bias", candle_nn::Init::Const(0.0))?;
+        let c = shape[0];
+        Ok(Self {
+            weight: weight.reshape(c)?,
+            bias: bias.reshape(c)?,
+            eps,
+        })
+    }
+
+    /// Normalizes a channel-last tensor `[B, ..., C]` (`train`: keep the parameters in the
+    /// autograd graph).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let b = dims[0];
+        let flat = x.reshape((b, ()))?;
+        let f64x = flat.to_dtype(DType::F64)?;
+        let mean = f64x.mean_keepdim(D::Minus1)?;
+        let centered = f64x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let normed = centered
+            .broadcast_mul(&inv)?
+            .to_dtype(x.dtype())?
+            .reshape(dims)?;
+        normed
+            .broadcast_mul(&super::param(&self.weight, train))?
+            .broadcast_add(&super::param(&self.bias, train))
+    }
+}
 
 /// BatchNorm over `[batch, channels, time]` (or `[batch, channels]`).
 #[derive(Debug, Clone)]

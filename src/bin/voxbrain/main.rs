@@ -3,6 +3,7 @@
 mod fbank;
 mod inspect;
 mod speaker;
+mod separate;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// Print what a model source holds as one JSON object: its resolved hyperparameters and
     /// the parameter names and shapes of every checkpoint its pretrainer collects.
     Inspect(inspect::InspectArgs),
+    /// Separate the sources of a mixture with a SepFormer (SpeechBrain's
+    /// SepformerSeparation.separate_file); writes <stem>_source<i>.wav at the model's rate.
+    Separate(separate::SeparateArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Embed(a) => speaker::embed(a),
         Command::Verify(a) => speaker::verify(a),
+        Command::Separate(a) => separate::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

@@ -1,0 +1,175 @@
+//! `speechbrain.nnet.attention`: `MultiheadAttention` (a wrapper around
+//! `torch.nn.MultiheadAttention`, held as `.att`) and `PositionalwiseFeedForward`.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::{linear, param, Activation, Dropout};
+
+/// Largest attention-weight tensor computed at once (elements): 2^25 = 128 MB of f32.
+pub const MAX_SCORE_ELEMS: usize = 1 << 25;
+
+/// `speechbrain.nnet.attention.MultiheadAttention(nhead, d_model)` for self-attention with
+/// `kdim = vdim = d_model`. Parameters: `att.in_proj_weight` `[3D, D]`, `att.in_proj_bias`
+/// `[3D]`, `att.out_proj.weight` `[D, D]`, `att.out_proj.bias` `[D]`.
+#[derive(Debug, Clone)]
+pub struct MultiheadAttention {
+    in_proj_weight: Tensor,
+    in_proj_bias: Tensor,
+    out_proj_weight: Tensor,
+    out_proj_bias: Tensor,
+    nhead: usize,
+    d_model: usize,
+    dropout: Dropout,
+    max_score_elems: usize,
+}
+
+impl MultiheadAttention {
+    /// Sets the largest attention-weight tensor computed at once (default
+    /// [`MAX_SCORE_ELEMS`]).
+    pub fn with_max_score_elems(mut self, n: usize) -> Self {
+        self.max_score_elems = n.max(1);
+        self
+    }
+
+    /// Builds the layer; `vb` is the SpeechBrain module's path (e.g. `...layers.0.self_att`).
+    pub fn new(nhead: usize, d_model: usize, dropout: f32, vb: VarBuilder) -> Result<Self> {
+        if nhead == 0 || d_model % nhead != 0 {
+            candle_core::bail!(
+                "MultiheadAttention: d_model {d_model} not divisible by nhead {nhead}"
+            );
+        }
+        let att = vb.pp("att");
+        Ok(Self {
+            in_proj_weight: att.get((3 * d_model, d_model), "in_proj_weight")?,
+            in_proj_bias: att.get(3 * d_model, "in_proj_bias")?,
+            out_proj_weight: att.pp("out_proj").get((d_model, d_model), "weight")?,
+            out_proj_bias: att.pp("out_proj").get(d_model, "bias")?,
+            nhead,
+            d_model,
+            dropout: Dropout { p: dropout },
+            max_score_elems: MAX_SCORE_ELEMS,
+        })
+    }
+
+    /// Self-attention over `x` `[B, T, D]` (no masks); returns `[B, T, D]`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let (h, hd) = (self.nhead, self.d_model / self.nhead);
+        debug_assert_eq!(d, self.d_model);
+        let qkv = linear(
+            x,
+            &param(&self.in_proj_weight, train),
+            Some(&param(&self.in_proj_bias, train)),
+        )?
+        .reshape((b, t, 3, h, hd))?
+        .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
+        let scale = 1.0 / (hd as f64).sqrt();
+        let q = (qkv.get(0)?.contiguous()? * scale)?.reshape((b * h, t, hd))?;
+        let k = qkv.get(1)?.contiguous()?.reshape((b * h, t, hd))?;
+        let v = qkv.get(2)?.contiguous()?.reshape((b * h, t, hd))?;
+        // The [B*H, T, T] attention weights are computed in groups of sequences so that long
+        // inputs (many inter-chunk positions) need bounded memory; numerics are unchanged.
+        let group = (self.max_score_elems / (t * t).max(1)).clamp(1, b * h);
+        let mut parts = Vec::with_capacity((b * h).div_ceil(group));
+        let mut start = 0;
+        while start < b * h {
+            let n = group.min(b * h - start);
+            let (q, k, v) = (
+                q.narrow(0, start, n)?,
+                k.narrow(0, start, n)?,
+                v.narrow(0, start, n)?,
+            );
+            let scores = q.matmul(&k.t()?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = self.dropout.forward(&probs, train)?;
+            parts.push(probs.matmul(&v)?);
+            start += n;
+        }
+        let ctx = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(&parts, 0)?
+        };
+        let ctx = ctx // [B*H, T, hd]
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, d))?;
+        linear(
+            &ctx,
+            &param(&self.out_proj_weight, train),
+            Some(&param(&self.out_proj_bias, train)),
+        )
+    }
+}
+
+/// `speechbrain.nnet.attention.PositionalwiseFeedForward(d_ffn, input_size)`:
+/// `Linear -> activation -> Dropout -> Linear`, parameters `ffn.0.*` and `ffn.3.*`.
+#[derive(Debug, Clone)]
+pub struct PositionalwiseFeedForward {
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    activation: Activation,
+    dropout: Dropout,
+}
+
+impl PositionalwiseFeedForward {
+    /// Builds the block under `vb` (the module's path, e.g. `...layers.0.pos_ffn`).
+    pub fn new(
+        d_ffn: usize,
+        input_size: usize,
+        dropout: f32,
+        activation: Activation,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let ffn = vb.pp("ffn");
+        Ok(Self {
+            w1: ffn.pp("0").get((d_ffn, input_size), "weight")?,
+            b1: ffn.pp("0").get(d_ffn, "bias")?,
+            w2: ffn.pp("3").get((input_size, d_ffn), "weight")?,
+            b2: ffn.pp("3").get(input_size, "bias")?,
+            activation,
+            dropout: Dropout { p: dropout },
+        })
+    }
+
+    /// Applies the block over the last dimension.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let hdn = self.activation.forward(&linear(
+            x,
+            &param(&self.w1, train),
+            Some(&param(&self.b1, train)),
+        )?)?;
+        let hdn = self.dropout.forward(&hdn, train)?;
+        linear(&hdn, &param(&self.w2, train), Some(&param(&self.b2, train)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    #[test]
+    fn grouped_attention_equals_one_shot() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let att = MultiheadAttention::new(4, 16, 0.0, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 50, 16), &Device::Cpu).unwrap();
+        let one = att.forward(&x, false).unwrap();
+        // One sequence-head at a time (12 groups), and uneven groups of 5.
+        for n in [2500, 5 * 2500] {
+            let grouped = att
+                .clone()
+                .with_max_score_elems(n)
+                .forward(&x, false)
+                .unwrap();
+            let diff = (&one - &grouped).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        }
+    }
+}
