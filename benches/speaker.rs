@@ -20,13 +20,23 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let mut speech = Vec::new();
     for i in 0..3 {
-        speech.extend(voxbrain::npy::read_npy(format!("{root}/tests/fixtures/foundation/speech_{i}_16k.npy")).unwrap().data);
+        speech.extend(
+            voxbrain::npy::read_npy(format!(
+                "{root}/tests/fixtures/foundation/speech_{i}_16k.npy"
+            ))
+            .unwrap()
+            .data,
+        );
     }
     let ten: Vec<f32> = speech.iter().cycle().take(160_000).copied().collect();
     let wav = Tensor::from_vec(ten, 160_000, &Device::Cpu).unwrap();
     let batch8 = Tensor::stack(&vec![wav.clone(); 8], 0).unwrap();
-    c.bench_function("ecapa_small_10s_batch1", |b| b.iter(|| m.encode_batch(&wav, None, false).unwrap()));
-    c.bench_function("ecapa_small_10s_batch8", |b| b.iter(|| m.encode_batch(&batch8, None, false).unwrap()));
+    c.bench_function("ecapa_small_10s_batch1", |b| {
+        b.iter(|| m.encode_batch(&wav, None, false).unwrap())
+    });
+    c.bench_function("ecapa_small_10s_batch8", |b| {
+        b.iter(|| m.encode_batch(&batch8, None, false).unwrap())
+    });
 }
 
 criterion_group! {

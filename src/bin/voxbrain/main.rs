@@ -2,8 +2,8 @@
 
 mod fbank;
 mod inspect;
-mod speaker;
 mod separate;
+mod speaker;
 mod tour;
 
 use clap::{Parser, Subcommand};
