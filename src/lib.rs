@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod dataio;
 pub mod features;
+pub mod fsutil;
 pub mod inference;
 pub mod lobes;
 pub mod metrics;

@@ -96,15 +96,7 @@ pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
             reason: format!("shape {shape:?} holds {n} values, got {}", data.len()),
         });
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".npy.part")
-        .tempfile_in(&dir)
-        .map_err(io)?;
+    let tmp = crate::fsutil::temp_beside(path, ".npy.part").map_err(io)?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();

@@ -50,20 +50,13 @@ pub fn write_wav(path: impl AsRef<Path>, wav: &Waveform, format: WavFormat) -> R
             WavFormat::Float32 => hound::SampleFormat::Float,
         },
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".wav.part")
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            werr(format!(
-                "cannot create a temporary file in {}: {e}",
-                dir.display()
-            ))
-        })?;
+    let dir = crate::fsutil::parent_dir(path);
+    let tmp = crate::fsutil::temp_beside(path, ".wav.part").map_err(|e| {
+        werr(format!(
+            "cannot create a temporary file in {}: {e}",
+            dir.display()
+        ))
+    })?;
     {
         let file = std::io::BufWriter::new(tmp.as_file());
         let mut writer = hound::WavWriter::new(file, spec).map_err(|e| werr(e.to_string()))?;

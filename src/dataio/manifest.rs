@@ -443,15 +443,8 @@ pub fn write_manifest(
     format: ManifestFormat,
 ) -> Result<()> {
     let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| DataIoError::io(&dir, e))?;
+    let dir = crate::fsutil::parent_dir(path);
+    let tmp = crate::fsutil::temp_beside(path, ".part").map_err(|e| DataIoError::io(&dir, e))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file());
         match format {

@@ -42,14 +42,7 @@ pub fn scatter_plot(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(&format!(".{ext}"))
-        .tempfile_in(&dir)
+    let tmp = crate::fsutil::temp_beside(path, &format!(".{ext}"))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let size = (800, 600);
     match ext.as_str() {

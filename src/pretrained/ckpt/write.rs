@@ -128,15 +128,7 @@ pub fn save_ckpt(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result
     pkl.0.push(b'u'); // SETITEMS
     pkl.0.push(b'.'); // STOP
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".ckpt.part")
-        .tempfile_in(&dir)
-        .map_err(|e| werr(path, e))?;
+    let tmp = crate::fsutil::temp_beside(path, ".ckpt.part").map_err(|e| werr(path, e))?;
     {
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(tmp.as_file()));
         // torch aligns records to 64 bytes so they can be memory-mapped.
@@ -199,15 +191,7 @@ pub fn save_safetensors(
     tensors: &[(String, Tensor)],
 ) -> Result<(), CkptError> {
     let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".safetensors.part")
-        .tempfile_in(&dir)
-        .map_err(|e| werr(path, e))?;
+    let tmp = crate::fsutil::temp_beside(path, ".safetensors.part").map_err(|e| werr(path, e))?;
     let map: std::collections::HashMap<String, Tensor> = tensors.iter().cloned().collect();
     candle_core::safetensors::save(&map, tmp.path()).map_err(|e| werr(path, e))?;
     tmp.persist(path).map_err(|e| werr(path, e.error))?;

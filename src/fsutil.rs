@@ -1,0 +1,27 @@
+//! Atomic file writing: every file voxbrain writes goes to a temporary file beside its final
+//! path and is renamed into place, so a crash or a full disk never leaves a partial file.
+
+use std::path::{Path, PathBuf};
+
+/// The directory a file will be written in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A temporary file in `path`'s directory (hidden, ending in `suffix`), readable by others
+/// once persisted (tempfile creates files with mode 0600, which would survive the rename).
+pub fn temp_beside(path: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".voxbrain-")
+        .suffix(suffix)
+        .tempfile_in(parent_dir(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(tmp)
+}
