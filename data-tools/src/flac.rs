@@ -38,26 +38,13 @@ pub fn write_flac(path: &Path, samples: &[f32], sample_rate: u32) -> Result<()> 
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
+    let dir = voxbrain::fsutil::parent_dir(path);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".part")
-        .tempfile_in(&dir)
+    // temp_beside also makes the result an ordinary 0644 data file.
+    let mut tmp = voxbrain::fsutil::temp_beside(path, ".part")
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    // Temporary files are created 0600; the result is an ordinary data file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("setting permissions of {}", path.display()))?;
-    }
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())

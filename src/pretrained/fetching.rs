@@ -288,12 +288,8 @@ fn place(
             Ok(dst.to_path_buf())
         }
         LocalStrategy::Copy => {
-            let dir = dst.parent().unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".voxbrain-")
-                .suffix(".part")
-                .tempfile_in(dir)
-                .map_err(|e| save_err(e.to_string()))?;
+            let tmp =
+                crate::fsutil::temp_beside(dst, ".part").map_err(|e| save_err(e.to_string()))?;
             let mut input = std::fs::File::open(src).map_err(|e| save_err(e.to_string()))?;
             std::io::copy(&mut input, &mut tmp.as_file()).map_err(|e| save_err(e.to_string()))?;
             let _ = std::fs::remove_file(dst);
@@ -308,12 +304,7 @@ fn place(
 fn download_url(url: &str, dst: &Path, opts: &FetchOptions) -> Result<(), String> {
     let resp = ureq::get(url).call().map_err(|e| e.to_string())?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".voxbrain-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
+    let tmp = crate::fsutil::temp_beside(dst, ".part").map_err(|e| e.to_string())?;
     let bar = crate::progress::bytes_bar(expected, url, opts.progress);
     let mut reader = bar.wrap_read(resp.into_reader());
     let n = std::io::copy(&mut reader, &mut tmp.as_file()).map_err(|e| e.to_string())?;
