@@ -10,6 +10,7 @@
 
 pub mod audio;
 pub mod dataio;
+pub mod decoders;
 pub mod features;
 pub mod fsutil;
 pub mod inference;
@@ -19,4 +20,5 @@ pub mod nnet;
 pub mod npy;
 pub mod pretrained;
 pub mod progress;
+pub mod tokenizers;
 pub mod viz;

@@ -101,3 +101,137 @@ pub(crate) fn input_normalization(
     }
     Ok(n)
 }
+
+/// The `!new:` object that a `!ref` inside a list or keyword points to, with the key it was
+/// defined under (its id).
+fn obj_id(v: &crate::pretrained::hparams::Value) -> Option<(&Object, &str)> {
+    let o = v.as_new()?;
+    Some((o, o.id.as_deref()?))
+}
+
+/// The position of each element of a `torch.nn.ModuleList` (`asr_model`), by defining key.
+pub(crate) fn module_list(hp: &Hparams, key: &str) -> Result<Vec<(String, Object)>, PretrainedError> {
+    let o = hp.object(key, "ModuleList")?;
+    let items = o
+        .args
+        .first()
+        .and_then(|v| v.as_list())
+        .ok_or_else(|| bad(hp, key, "ModuleList needs a list of modules".into()))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            obj_id(v)
+                .map(|(o, id)| (id.to_string(), o.clone()))
+                .ok_or_else(|| bad(hp, key, format!("element {i} is not a `!ref` to a module")))
+        })
+        .collect()
+}
+
+/// The key a keyword argument of `obj` refers to (`embedding: !ref <emb>` -> `emb`).
+pub(crate) fn ref_id(obj: &Object, kwarg: &str) -> Option<String> {
+    obj.kwarg(kwarg).and_then(obj_id).map(|(_, id)| id.to_string())
+}
+
+/// `!new:speechbrain.decoders.S2SRNNBeamSearcher` -> [`BeamSearchConfig`].
+pub(crate) fn beam_search(
+    hp: &Hparams,
+    key: &str,
+) -> Result<crate::decoders::BeamSearchConfig, PretrainedError> {
+    use crate::decoders::{BeamSearchConfig, ScorerConfig};
+    use crate::pretrained::hparams::Kwargs;
+    let o = hp.object(key, "BeamSearcher")?;
+    let kw = Kwargs::new(o);
+    let e = |m: String| bad(hp, key, m);
+    kw.check_known(&[
+        "embedding",
+        "decoder",
+        "linear",
+        "bos_index",
+        "eos_index",
+        "min_decode_ratio",
+        "max_decode_ratio",
+        "beam_size",
+        "scorer",
+        "return_topk",
+        "topk",
+        "using_eos_threshold",
+        "eos_threshold",
+        "length_normalization",
+        "using_max_attn_shift",
+        "max_attn_shift",
+        "minus_inf",
+        "temperature",
+    ])
+    .map_err(e)?;
+    let d = BeamSearchConfig::default();
+    let mut cfg = BeamSearchConfig {
+        bos_index: kw.usize("bos_index", 0).map_err(e)? as u32,
+        eos_index: kw.usize("eos_index", 0).map_err(e)? as u32,
+        min_decode_ratio: kw.f64("min_decode_ratio", 0.0).map_err(e)?,
+        max_decode_ratio: kw.f64("max_decode_ratio", 1.0).map_err(e)?,
+        beam_size: kw.usize("beam_size", 1).map_err(e)?,
+        using_eos_threshold: kw.bool("using_eos_threshold", true).map_err(e)?,
+        eos_threshold: kw.f64("eos_threshold", 1.5).map_err(e)? as f32,
+        length_normalization: kw.bool("length_normalization", true).map_err(e)?,
+        using_max_attn_shift: kw.bool("using_max_attn_shift", false).map_err(e)?,
+        max_attn_shift: kw.usize("max_attn_shift", d.max_attn_shift).map_err(e)?,
+        temperature: kw.f64("temperature", 1.0).map_err(e)? as f32,
+        minus_inf: kw.f64("minus_inf", -1e20).map_err(e)? as f32,
+        scorer: ScorerConfig::default(),
+    };
+    if cfg.beam_size == 0 {
+        return Err(e("`beam_size` must be at least 1".into()));
+    }
+    if let Some(s) = o.kwarg("scorer").and_then(|v| v.as_new()) {
+        let skw = Kwargs::new(s);
+        let weights = s.kwarg("weights").and_then(|v| v.as_map());
+        let weight = |name: &str| -> f32 {
+            weights
+                .and_then(|w| w.get(name))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0) as f32
+        };
+        if skw
+            .get("partial_scorers")
+            .and_then(|v| v.as_list())
+            .is_some_and(|l| !l.is_empty())
+        {
+            return Err(e("partial scorers are not supported yet".into()));
+        }
+        for sc in skw
+            .get("full_scorers")
+            .and_then(|v| v.as_list())
+            .unwrap_or(&[])
+        {
+            let so = sc
+                .as_new()
+                .ok_or_else(|| e("full_scorers must hold scorer objects".into()))?;
+            let k = Kwargs::new(so);
+            match so.short_name() {
+                "RNNLMScorer" => {
+                    let t = k.f64("temperature", 1.0).map_err(e)? as f32;
+                    cfg.scorer.rnnlm = Some((weight("rnnlm"), t));
+                }
+                "CoverageScorer" => {
+                    let t = k.f64("threshold", 0.5).map_err(e)? as f32;
+                    cfg.scorer.coverage = Some((weight("coverage"), t));
+                }
+                other => {
+                    return Err(e(format!(
+                        "scorer `{other}` is not supported yet (RNNLMScorer, CoverageScorer)"
+                    )))
+                }
+            }
+        }
+        if let Some(w) = weights {
+            for (name, v) in w {
+                let used = matches!(name.as_str(), "rnnlm" | "coverage");
+                if !used && v.as_f64().unwrap_or(0.0) != 0.0 {
+                    return Err(e(format!("scorer weight `{name}` is not supported yet")));
+                }
+            }
+        }
+    }
+    Ok(cfg)
+}

@@ -2,3 +2,5 @@
 
 pub mod ecapa_tdnn;
 pub mod sepformer;
+pub mod crdnn;
+pub mod rnnlm;

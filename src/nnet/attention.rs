@@ -173,3 +173,150 @@ mod tests {
         }
     }
 }
+
+/// `speechbrain.nnet.attention.LocationAwareAttention`: additive attention whose energies also
+/// see a convolution of the previous step's weights (Chorowski et al., 2015). Parameters:
+/// `mlp_enc`, `mlp_dec`, `mlp_attn` (no bias), `conv_loc` (no bias), `mlp_loc`, `mlp_out`.
+///
+/// SpeechBrain keeps the per-utterance memory inside the module; here it is an explicit
+/// [`LocationAttnState`], so that beam search can permute it and training can run several
+/// sequences at once.
+#[derive(Debug, Clone)]
+pub struct LocationAwareAttention {
+    mlp_enc: (Tensor, Tensor),
+    mlp_dec: (Tensor, Tensor),
+    mlp_attn: Tensor,
+    conv_loc: Tensor,
+    mlp_loc: (Tensor, Tensor),
+    mlp_out: (Tensor, Tensor),
+    kernel_size: usize,
+    scaling: f64,
+}
+
+/// The memory of [`LocationAwareAttention`] for a batch of sequences.
+#[derive(Debug, Clone)]
+pub struct LocationAttnState {
+    /// `mlp_enc(enc_states)`, `[B, T, attn_dim]`.
+    pub enc_h: Tensor,
+    /// 1 on valid frames, 0 on padding, `[B, T]`.
+    pub mask: Tensor,
+    /// The previous step's attention weights, `[B, T]`.
+    pub prev_attn: Tensor,
+}
+
+impl LocationAttnState {
+    /// Selects batch rows (beam-search permutation).
+    pub fn index_select(&self, index: &Tensor) -> Result<Self> {
+        Ok(Self {
+            enc_h: self.enc_h.index_select(index, 0)?,
+            mask: self.mask.index_select(index, 0)?,
+            prev_attn: self.prev_attn.index_select(index, 0)?,
+        })
+    }
+}
+
+fn lin(vb: &VarBuilder, name: &str, inp: usize, out: usize) -> Result<(Tensor, Tensor)> {
+    let l = candle_nn::linear(inp, out, vb.pp(name))?;
+    Ok((l.weight().clone(), l.bias().expect("linear with bias").clone()))
+}
+
+impl LocationAwareAttention {
+    /// Builds the layer (`kernel_size` is SpeechBrain's half-width: the convolution spans
+    /// `2 * kernel_size + 1` frames).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        enc_dim: usize,
+        dec_dim: usize,
+        attn_dim: usize,
+        output_dim: usize,
+        conv_channels: usize,
+        kernel_size: usize,
+        scaling: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+        Ok(Self {
+            mlp_enc: lin(&vb, "mlp_enc", enc_dim, attn_dim)?,
+            mlp_dec: lin(&vb, "mlp_dec", dec_dim, attn_dim)?,
+            mlp_attn: vb.pp("mlp_attn").get_with_hints((1, attn_dim), "weight", init)?,
+            conv_loc: vb.pp("conv_loc").get_with_hints(
+                (conv_channels, 1, 2 * kernel_size + 1),
+                "weight",
+                init,
+            )?,
+            mlp_loc: lin(&vb, "mlp_loc", conv_channels, attn_dim)?,
+            mlp_out: lin(&vb, "mlp_out", enc_dim, output_dim)?,
+            kernel_size,
+            scaling,
+        })
+    }
+
+    /// The memory for `enc_states` `[B, T, E]` with valid lengths `enc_len` (frames):
+    /// the first step's "previous" weights are uniform over the valid frames.
+    pub fn init_state(
+        &self,
+        enc_states: &Tensor,
+        enc_len: &[usize],
+        train: bool,
+    ) -> Result<LocationAttnState> {
+        let (b, t, _) = enc_states.dims3()?;
+        let enc_h = linear(
+            enc_states,
+            &param(&self.mlp_enc.0, train),
+            Some(&param(&self.mlp_enc.1, train)),
+        )?;
+        let mut mask = vec![0f32; b * t];
+        let mut prev = vec![0f32; b * t];
+        for (i, &len) in enc_len.iter().enumerate() {
+            if len == 0 || len > t {
+                candle_core::bail!("attention: length {len} of sequence {i} not in 1..={t}");
+            }
+            for j in 0..len {
+                mask[i * t + j] = 1.0;
+                prev[i * t + j] = 1.0 / len as f32;
+            }
+        }
+        let dev = enc_states.device();
+        Ok(LocationAttnState {
+            enc_h,
+            mask: Tensor::from_vec(mask, (b, t), dev)?,
+            prev_attn: Tensor::from_vec(prev, (b, t), dev)?,
+        })
+    }
+
+    /// One step: attends `enc_states` `[B, T, E]` with the decoder state `dec` `[B, D]`;
+    /// returns the context `[B, output_dim]` and the weights `[B, T]`, and updates `state`.
+    pub fn forward(
+        &self,
+        enc_states: &Tensor,
+        dec: &Tensor,
+        state: &mut LocationAttnState,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let p = |t: &Tensor| param(t, train);
+        let conv = state
+            .prev_attn
+            .unsqueeze(1)?
+            .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)?; // [B, C, T]
+        let loc = linear(
+            &conv.transpose(1, 2)?,
+            &p(&self.mlp_loc.0),
+            Some(&p(&self.mlp_loc.1)),
+        )?;
+        let dec_h = linear(dec, &p(&self.mlp_dec.0), Some(&p(&self.mlp_dec.1)))?.unsqueeze(1)?;
+        let e = (state.enc_h.broadcast_add(&dec_h)? + loc)?.tanh()?;
+        let energy = linear(&e, &p(&self.mlp_attn), None)?.squeeze(2)?; // [B, T]
+        let neg_inf = Tensor::full(f32::NEG_INFINITY, energy.shape(), energy.device())?;
+        let energy = state.mask.ne(0f32)?.where_cond(&energy, &neg_inf)?;
+        let energy = if self.scaling != 1.0 {
+            (energy * self.scaling)?
+        } else {
+            energy
+        };
+        let w = candle_nn::ops::softmax_last_dim(&energy)?;
+        state.prev_attn = w.detach();
+        let context = w.unsqueeze(1)?.matmul(enc_states)?.squeeze(1)?;
+        let context = linear(&context, &p(&self.mlp_out.0), Some(&p(&self.mlp_out.1)))?;
+        Ok((context, w))
+    }
+}

@@ -186,7 +186,12 @@ impl Module for Conv1d {
 /// Reflect padding of the last axis (`torch.nn.functional.pad(mode="reflect")`): the edge
 /// sample is not repeated. Needs `left, right < len`, as in torch.
 pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
-    let len = x.dim(D::Minus1)?;
+    reflect_pad_dim(x, x.rank() - 1, left, right)
+}
+
+/// Reflect padding of axis `dim` (see [`reflect_pad`]).
+pub fn reflect_pad_dim(x: &Tensor, dim: usize, left: usize, right: usize) -> Result<Tensor> {
+    let len = x.dim(dim)?;
     if left >= len || right >= len {
         candle_core::bail!(
             "reflect padding of {left}/{right} needs more than {len} frames (input too short)"
@@ -197,5 +202,88 @@ pub fn reflect_pad(x: &Tensor, left: usize, right: usize) -> Result<Tensor> {
     idx.extend((0..len).map(|i| i as u32));
     idx.extend((0..right).map(|i| (len - 2 - i) as u32));
     let idx = Tensor::from_vec(idx, len + left + right, x.device())?;
-    x.contiguous()?.index_select(&idx, x.rank() - 1)
+    x.contiguous()?.index_select(&idx, dim)
+}
+
+/// SpeechBrain's `Conv2d` (`torch.nn.Conv2d` under `conv.`) in its default layout:
+/// inputs `[batch, time, freq]` or `[batch, time, freq, channels]`, outputs
+/// `[batch, time, freq, out_channels]`; "same" reflect padding on both axes. The kernel's first
+/// axis runs over frequency and its second over time, as in SpeechBrain (which transposes
+/// time and channels before the convolution).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use voxbrain::nnet::cnn::Conv2d;
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let conv = Conv2d::new(1, 8, (3, 3), vb.pp("conv_1")).unwrap();
+/// let x = Tensor::zeros((2, 50, 40), DType::F32, &Device::Cpu).unwrap();
+/// assert_eq!(conv.forward(&x, false).unwrap().dims(), &[2, 50, 40, 8]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel: (usize, usize),
+}
+
+impl Conv2d {
+    /// A Conv2d with a bias, stride 1, dilation 1 and "same" reflect padding (SpeechBrain's
+    /// defaults). `kernel` is `(k_freq, k_time)` as SpeechBrain's `kernel_size`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: (usize, usize),
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if kernel.0 % 2 == 0 || kernel.1 % 2 == 0 {
+            candle_core::bail!("Conv2d: \"same\" padding needs odd kernel sizes, got {kernel:?}");
+        }
+        let vb = vb.pp("conv");
+        let weight = vb.get((out_channels, in_channels, kernel.0, kernel.1), "weight")?;
+        let bias = Some(vb.get(out_channels, "bias")?);
+        Ok(Self {
+            weight,
+            bias,
+            kernel,
+        })
+    }
+
+    /// Applies the convolution (`train`: keep the parameters in the autograd graph).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = match x.rank() {
+            3 => x.unsqueeze(3)?,
+            4 => x.clone(),
+            r => candle_core::bail!("Conv2d: expected a 3-d or 4-d input, got rank {r}"),
+        };
+        // [B, T, F, C] -> [B, C, F, T]
+        let x = x.permute((0, 3, 2, 1))?;
+        let x = reflect_pad_dim(&x, 3, self.kernel.1 / 2, self.kernel.1 / 2)?;
+        let x = reflect_pad_dim(&x, 2, self.kernel.0 / 2, self.kernel.0 / 2)?;
+        let mut y = x.conv2d(&super::param(&self.weight, train), 0, 1, 1, 1)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&super::param(b, train).reshape((1, (), 1, 1))?)?;
+        }
+        y.permute((0, 3, 2, 1))
+    }
+}
+
+/// `speechbrain.nnet.pooling.Pooling1d(pool_type="max", kernel_size=k)` along `axis`
+/// (stride `k`, no padding, floor mode: a trailing partial window is dropped).
+pub fn max_pool_axis(x: &Tensor, axis: usize, kernel: usize) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let n = dims[axis] / kernel;
+    if n == 0 {
+        candle_core::bail!(
+            "max pooling of {kernel} needs at least {kernel} steps on axis {axis}, got {}",
+            dims[axis]
+        );
+    }
+    let x = x.narrow(axis, 0, n * kernel)?;
+    let mut split = dims[..axis].to_vec();
+    split.push(n);
+    split.push(kernel);
+    split.extend_from_slice(&dims[axis + 1..]);
+    x.contiguous()?.reshape(split)?.max(axis + 1)
 }

@@ -4,7 +4,11 @@
 
 pub mod attention;
 pub mod cnn;
+pub mod embedding;
+pub mod linear;
 pub mod normalization;
+pub mod rnn;
+pub mod rnn_decoder;
 pub mod transformer;
 
 use candle_core::{Result, Tensor};
@@ -67,6 +71,8 @@ pub enum Activation {
     Relu,
     /// `torch.nn.GELU` (exact, erf-based).
     Gelu,
+    /// `torch.nn.LeakyReLU` (negative slope 0.01, PyTorch's default).
+    LeakyRelu,
 }
 
 impl Activation {
@@ -75,6 +81,17 @@ impl Activation {
         match self {
             Activation::Relu => x.relu(),
             Activation::Gelu => x.gelu_erf(),
+            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.01),
+        }
+    }
+
+    /// The activation a `!name:torch.nn.X` class names (`ReLU`, `GELU`, `LeakyReLU`).
+    pub fn from_class(class: &str) -> Option<Self> {
+        match class.rsplit('.').next()? {
+            "ReLU" => Some(Activation::Relu),
+            "GELU" => Some(Activation::Gelu),
+            "LeakyReLU" => Some(Activation::LeakyRelu),
+            _ => None,
         }
     }
 }

@@ -7,12 +7,14 @@
 use candle_core::{DType, ModuleT, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-/// `speechbrain.nnet.normalization.LayerNorm(input_size, eps)`: normalizes the last dimension.
-/// Parameters: `<path>.norm.weight`, `<path>.norm.bias`.
+/// `speechbrain.nnet.normalization.LayerNorm(input_size, eps)`: normalizes the last dimension
+/// (or the last few, for an `input_shape` like CRDNN's `[freq, channels]`).
+/// Parameters: `<path>.norm.weight`, `<path>.norm.bias`, shaped like the normalized dims.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    norm_dims: usize,
     eps: f32,
 }
 
@@ -22,19 +24,51 @@ impl LayerNorm {
         Self::torch(size, eps, vb.pp("norm"))
     }
 
+    /// SpeechBrain's wrapper over several trailing dimensions (`input_shape[2:]`).
+    pub fn with_shape(shape: &[usize], eps: f64, vb: VarBuilder) -> Result<Self> {
+        Self::torch_shape(shape, eps, vb.pp("norm"))
+    }
+
     /// A plain `torch.nn.LayerNorm` (parameters directly under `vb`).
     pub fn torch(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Self::torch_shape(&[size], eps, vb)
+    }
+
+    fn torch_shape(shape: &[usize], eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?,
-            bias: vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?,
+            weight: vb.get_with_hints(shape, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(shape, "bias", candle_nn::Init::Const(0.0))?,
+            norm_dims: shape.len(),
             eps: eps as f32,
         })
     }
 
-    /// Normalizes over the last dimension.
+    /// Normalizes over the trailing dimensions the layer was built for.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.contiguous()?;
-        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)
+        if self.norm_dims == 1 {
+            let x = x.contiguous()?;
+            return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps);
+        }
+        let dims = x.dims().to_vec();
+        if dims.len() < self.norm_dims || dims[dims.len() - self.norm_dims..] != *self.weight.dims()
+        {
+            candle_core::bail!(
+                "LayerNorm over {:?}: input shape {dims:?} does not end with it",
+                self.weight.dims()
+            );
+        }
+        let lead = &dims[..dims.len() - self.norm_dims];
+        let n = self.weight.elem_count();
+        let mut flat_shape = lead.to_vec();
+        flat_shape.push(n);
+        let xf = x.contiguous()?.reshape(flat_shape)?;
+        let y = candle_nn::ops::layer_norm(
+            &xf,
+            &self.weight.flatten_all()?,
+            &self.bias.flatten_all()?,
+            self.eps,
+        )?;
+        y.reshape(dims)
     }
 }
 

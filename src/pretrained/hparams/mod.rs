@@ -6,6 +6,7 @@
 //! `!PLACEHOLDER`, and overrides (a YAML string or mapping merged before resolution, as
 //! SpeechBrain's `overrides`). The three official model files load as they are.
 
+mod kwargs;
 mod parse;
 mod resolve;
 mod value;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 
+pub use kwargs::Kwargs;
 pub use value::{python_float_repr, Object, Value};
 
 /// Errors reading a hyperparameter file; each names the file (and key and line where known).

@@ -1,0 +1,11 @@
+//! Decoding (`speechbrain.decoders`): greedy and beam search over attentional RNN decoders,
+//! with RNN language-model and coverage scorers.
+
+pub mod scorer;
+pub mod seq2seq;
+
+pub use scorer::ScorerConfig;
+pub use seq2seq::{
+    enc_lens, greedy_search, BeamSearchConfig, GreedySearchConfig, Hypothesis,
+    S2SRNNBeamSearcher, Seq2SeqModules,
+};

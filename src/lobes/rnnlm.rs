@@ -1,0 +1,174 @@
+//! `speechbrain.lobes.models.RNNLM.RNNLM`: the recurrent language model used for shallow
+//! fusion in beam search (embedding -> LSTM -> linear/LayerNorm/activation -> output layer).
+//!
+//! Parameter names are SpeechBrain's: `embedding.Embedding.weight`, `rnn.rnn.*`,
+//! `dnn.linear.w.*`, `dnn.norm.norm.*`, `out.w.*`.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::nnet::embedding::Embedding;
+use crate::nnet::normalization::LayerNorm;
+use crate::nnet::rnn::{Lstm, LstmState};
+use crate::nnet::linear::Linear;
+use crate::nnet::{Activation, Dropout};
+use crate::pretrained::hparams::{Kwargs, Object};
+
+/// The RNNLM's hyperparameters (the yaml's `lm_model` arguments, SpeechBrain's defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RnnlmConfig {
+    /// `output_neurons` (vocabulary size).
+    pub output_neurons: usize,
+    /// `embedding_dim`.
+    pub embedding_dim: usize,
+    /// `activation`.
+    pub activation: Activation,
+    /// `dropout`.
+    pub dropout: f32,
+    /// `rnn_layers`.
+    pub rnn_layers: usize,
+    /// `rnn_neurons`.
+    pub rnn_neurons: usize,
+    /// `dnn_blocks` (0 or 1).
+    pub dnn_blocks: usize,
+    /// `dnn_neurons`.
+    pub dnn_neurons: usize,
+}
+
+impl RnnlmConfig {
+    /// Reads a `!new:speechbrain.lobes.models.RNNLM.RNNLM` object.
+    pub fn from_object(o: &Object) -> std::result::Result<Self, String> {
+        let kw = Kwargs::new(o);
+        kw.check_known(&[
+            "output_neurons",
+            "embedding_dim",
+            "activation",
+            "dropout",
+            "rnn_class",
+            "rnn_layers",
+            "rnn_neurons",
+            "rnn_re_init",
+            "return_hidden",
+            "dnn_blocks",
+            "dnn_neurons",
+        ])?;
+        if let Some(c) = kw.class("rnn_class") {
+            if !c.ends_with(".LSTM") {
+                return Err(format!("rnn_class `{c}` is not supported (only LSTM)"));
+            }
+        }
+        let activation = match kw.class("activation") {
+            None => Activation::LeakyRelu,
+            Some(c) => Activation::from_class(c).ok_or(format!("unsupported activation `{c}`"))?,
+        };
+        let output_neurons = kw.usize("output_neurons", 0)?;
+        if output_neurons == 0 {
+            return Err("`output_neurons` is required".into());
+        }
+        let cfg = Self {
+            output_neurons,
+            embedding_dim: kw.usize("embedding_dim", 128)?,
+            activation,
+            dropout: kw.f64("dropout", 0.15)? as f32,
+            rnn_layers: kw.usize("rnn_layers", 2)?,
+            rnn_neurons: kw.usize("rnn_neurons", 1024)?,
+            dnn_blocks: kw.usize("dnn_blocks", 1)?,
+            dnn_neurons: kw.usize("dnn_neurons", 512)?,
+        };
+        // SpeechBrain names every block's layers alike (`dnn.linear`), so more than one block
+        // cannot be saved or loaded there either.
+        if cfg.dnn_blocks > 1 {
+            return Err("dnn_blocks > 1 is not supported (SpeechBrain's names collide)".into());
+        }
+        if cfg.dnn_blocks == 0 && cfg.rnn_neurons != cfg.dnn_neurons {
+            return Err("dnn_blocks: 0 needs rnn_neurons == dnn_neurons (SpeechBrain's out layer)".into());
+        }
+        Ok(cfg)
+    }
+}
+
+/// SpeechBrain's RNNLM.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use voxbrain::lobes::rnnlm::{Rnnlm, RnnlmConfig};
+/// use voxbrain::nnet::Activation;
+/// let cfg = RnnlmConfig { output_neurons: 20, embedding_dim: 8, activation: Activation::LeakyRelu,
+///     dropout: 0.0, rnn_layers: 2, rnn_neurons: 16, dnn_blocks: 1, dnn_neurons: 12 };
+/// let vm = VarMap::new();
+/// let lm = Rnnlm::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+/// let tokens = Tensor::new(&[[0u32, 3, 5]], &Device::Cpu).unwrap();
+/// let (logits, _state) = lm.forward(&tokens, None, false).unwrap();
+/// assert_eq!(logits.dims(), &[1, 3, 20]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rnnlm {
+    embedding: Embedding,
+    rnn: Lstm,
+    dnn: Option<(Linear, LayerNorm)>,
+    out: Linear,
+    cfg: RnnlmConfig,
+}
+
+impl Rnnlm {
+    /// Builds the model; `vb` is its root (the keys of `lm.ckpt`).
+    pub fn new(cfg: &RnnlmConfig, vb: VarBuilder) -> Result<Self> {
+        let embedding = Embedding::new(cfg.output_neurons, cfg.embedding_dim, vb.pp("embedding"))?;
+        let rnn = Lstm::new(
+            cfg.embedding_dim,
+            cfg.rnn_neurons,
+            cfg.rnn_layers,
+            false,
+            cfg.dropout,
+            vb.pp("rnn").pp("rnn"),
+        )?;
+        let dnn = if cfg.dnn_blocks == 1 {
+            let l = Linear::new(cfg.rnn_neurons, cfg.dnn_neurons, true, vb.pp("dnn.linear"))?;
+            let norm = LayerNorm::new(cfg.dnn_neurons, 1e-5, vb.pp("dnn.norm"))?;
+            Some((l, norm))
+        } else {
+            None
+        };
+        let out = Linear::new(cfg.dnn_neurons, cfg.output_neurons, true, vb.pp("out"))?;
+        Ok(Self {
+            embedding,
+            rnn,
+            dnn,
+            out,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnlmConfig {
+        &self.cfg
+    }
+
+    /// Logits for `tokens` `[B, U]` (-> `[B, U, V]`) or `[B]` (one step, -> `[B, V]`), from
+    /// the LSTM state `hx` (zeros when `None`); returns the new state as well.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        hx: Option<&LstmState>,
+        train: bool,
+    ) -> Result<(Tensor, LstmState)> {
+        let one_step = tokens.rank() == 1;
+        let mut x = self.embedding.forward(tokens, train)?;
+        x = Dropout { p: self.cfg.dropout }.forward(&x, train)?;
+        if one_step {
+            x = x.unsqueeze(1)?;
+        }
+        let (mut x, state) = self.rnn.forward(&x, hx, train)?;
+        if let Some((lin, norm)) = &self.dnn {
+            x = lin.forward(&x, train)?;
+            x = self.cfg.activation.forward(&norm.forward(&x)?)?;
+            x = Dropout { p: self.cfg.dropout }.forward(&x, train)?;
+        }
+        let mut out = self.out.forward(&x, train)?;
+        if one_step {
+            out = out.squeeze(1)?;
+        }
+        Ok((out, state))
+    }
+}

@@ -1,0 +1,325 @@
+//! Recurrent layers in PyTorch's parameter layout, as SpeechBrain wraps them
+//! (`speechbrain.nnet.RNN`): [`Lstm`] (`torch.nn.LSTM` under `.rnn`, keys
+//! `weight_ih_l{k}[_reverse]`, ...) and [`GruCell`] / [`GruCellStack`] (`torch.nn.GRUCell`s
+//! under `.rnn_cells.{i}`, keys `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
+//!
+//! candle-nn's own LSTM/GRU name their parameters differently, so the cells are written here
+//! from PyTorch's equations (gate order `i, f, g, o` for the LSTM, `r, z, n` for the GRU).
+//! The input projection of a whole sequence is one GEMM; only the recurrent product runs per
+//! step.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::{linear, param, Dropout};
+
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::sigmoid(x)
+}
+
+/// The weights of one direction of one LSTM layer.
+#[derive(Debug, Clone)]
+struct LstmCell {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    bias: Option<(Tensor, Tensor)>,
+}
+
+impl LstmCell {
+    fn new(input: usize, hidden: usize, bias: bool, suffix: &str, vb: &VarBuilder) -> Result<Self> {
+        let init = candle_nn::Init::Uniform {
+            lo: -1.0 / (hidden as f64).sqrt(),
+            up: 1.0 / (hidden as f64).sqrt(),
+        };
+        let w_ih = vb.get_with_hints((4 * hidden, input), &format!("weight_ih{suffix}"), init)?;
+        let w_hh = vb.get_with_hints((4 * hidden, hidden), &format!("weight_hh{suffix}"), init)?;
+        let bias = if bias {
+            Some((
+                vb.get_with_hints(4 * hidden, &format!("bias_ih{suffix}"), init)?,
+                vb.get_with_hints(4 * hidden, &format!("bias_hh{suffix}"), init)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self { w_ih, w_hh, bias })
+    }
+
+    /// Runs the cell over `x` `[B, T, I]` from state `(h0, c0)` (`[B, H]`), forwards or
+    /// backwards in time; returns the outputs `[B, T, H]` and the final state.
+    fn run(
+        &self,
+        x: &Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        reverse: bool,
+        train: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let t_len = x.dim(1)?;
+        let w_ih = param(&self.w_ih, train);
+        let w_hh_t = param(&self.w_hh, train).t()?;
+        let bias = match &self.bias {
+            Some((bi, bh)) => Some((param(bi, train) + param(bh, train))?),
+            None => None,
+        };
+        // Input projections of every step at once: one GEMM instead of T small ones.
+        let xw = linear(x, &w_ih, bias.as_ref())?;
+        let hidden = h0.dim(1)?;
+        let (mut h, mut c) = (h0, c0);
+        let mut outs: Vec<Tensor> = Vec::with_capacity(t_len);
+        for step in 0..t_len {
+            let t = if reverse { t_len - 1 - step } else { step };
+            let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(&w_hh_t)?)?;
+            let i = sigmoid(&gates.narrow(1, 0, hidden)?)?;
+            let f = sigmoid(&gates.narrow(1, hidden, hidden)?)?;
+            let g = gates.narrow(1, 2 * hidden, hidden)?.tanh()?;
+            let o = sigmoid(&gates.narrow(1, 3 * hidden, hidden)?)?;
+            c = ((f * &c)? + (i * g)?)?;
+            h = (o * c.tanh()?)?;
+            outs.push(h.clone());
+        }
+        if reverse {
+            outs.reverse();
+        }
+        let out = if outs.is_empty() {
+            Tensor::zeros((x.dim(0)?, 0, hidden), x.dtype(), x.device())?
+        } else {
+            Tensor::stack(&outs, 1)?
+        };
+        Ok((out, h, c))
+    }
+}
+
+/// The hidden state of an [`Lstm`]: `h` and `c`, each `[layers * directions, B, H]`
+/// (PyTorch's `(h_n, c_n)`).
+#[derive(Debug, Clone)]
+pub struct LstmState {
+    /// Hidden states.
+    pub h: Tensor,
+    /// Cell states.
+    pub c: Tensor,
+}
+
+impl LstmState {
+    /// Selects batch rows (`torch.index_select(h, dim=1, index)`), as beam search permutes
+    /// its hypotheses.
+    pub fn index_select(&self, index: &Tensor) -> Result<Self> {
+        Ok(Self {
+            h: self.h.index_select(index, 1)?,
+            c: self.c.index_select(index, 1)?,
+        })
+    }
+}
+
+/// `torch.nn.LSTM(batch_first=True)`, as `speechbrain.nnet.RNN.LSTM` wraps it: inputs
+/// `[B, T, F]`, or `[B, T, F, C]` flattened to `[B, T, F*C]`. Dropout between layers in
+/// training mode.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use voxbrain::nnet::rnn::Lstm;
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let lstm = Lstm::new(5, 4, 2, true, 0.0, vb.pp("rnn")).unwrap();
+/// let x = Tensor::zeros((3, 7, 5), DType::F32, &Device::Cpu).unwrap();
+/// let (y, state) = lstm.forward(&x, None, false).unwrap();
+/// assert_eq!(y.dims(), &[3, 7, 8]);
+/// assert_eq!(state.h.dims(), &[4, 3, 4]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lstm {
+    layers: Vec<Vec<LstmCell>>,
+    hidden: usize,
+    dropout: Dropout,
+}
+
+impl Lstm {
+    /// An LSTM whose parameters are `vb`'s `weight_ih_l0`, ... (the `torch.nn.LSTM` module).
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        num_layers: usize,
+        bidirectional: bool,
+        dropout: f32,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let dirs = if bidirectional { 2 } else { 1 };
+        let mut layers = Vec::with_capacity(num_layers);
+        for l in 0..num_layers {
+            let input = if l == 0 {
+                input_size
+            } else {
+                hidden_size * dirs
+            };
+            let mut cells = vec![LstmCell::new(input, hidden_size, true, &format!("_l{l}"), &vb)?];
+            if bidirectional {
+                cells.push(LstmCell::new(
+                    input,
+                    hidden_size,
+                    true,
+                    &format!("_l{l}_reverse"),
+                    &vb,
+                )?);
+            }
+            layers.push(cells);
+        }
+        Ok(Self {
+            layers,
+            hidden: hidden_size,
+            dropout: Dropout { p: dropout },
+        })
+    }
+
+    /// Hidden size per direction.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Number of directions (1 or 2).
+    pub fn directions(&self) -> usize {
+        self.layers.first().map_or(1, |l| l.len())
+    }
+
+    /// Runs over `x` `[B, T, F]` (or `[B, T, F, C]`), from `hx` (zeros when `None`); returns
+    /// the last layer's outputs `[B, T, H * directions]` and the final state.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        hx: Option<&LstmState>,
+        train: bool,
+    ) -> Result<(Tensor, LstmState)> {
+        let mut x = match x.rank() {
+            3 => x.clone(),
+            4 => {
+                let (b, t, f, c) = x.dims4()?;
+                x.reshape((b, t, f * c))?
+            }
+            r => candle_core::bail!("LSTM: expected a 3-d or 4-d input, got rank {r}"),
+        };
+        let b = x.dim(0)?;
+        let zeros = Tensor::zeros((b, self.hidden), x.dtype(), x.device())?;
+        let (mut hs, mut cs) = (Vec::new(), Vec::new());
+        let n_layers = self.layers.len();
+        for (l, cells) in self.layers.iter().enumerate() {
+            let mut outs = Vec::with_capacity(cells.len());
+            for (d, cell) in cells.iter().enumerate() {
+                let k = l * cells.len() + d;
+                let (h0, c0) = match hx {
+                    Some(s) => (s.h.get(k)?, s.c.get(k)?),
+                    None => (zeros.clone(), zeros.clone()),
+                };
+                let (y, h, c) = cell.run(&x, h0, c0, d == 1, train)?;
+                outs.push(y);
+                hs.push(h);
+                cs.push(c);
+            }
+            x = if outs.len() == 1 {
+                outs.pop().expect("one direction")
+            } else {
+                Tensor::cat(&outs, D::Minus1)?
+            };
+            if l + 1 < n_layers {
+                x = self.dropout.forward(&x, train)?;
+            }
+        }
+        let state = LstmState {
+            h: Tensor::stack(&hs, 0)?,
+            c: Tensor::stack(&cs, 0)?,
+        };
+        Ok((x, state))
+    }
+}
+
+/// `torch.nn.GRUCell`: one step of a GRU (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
+#[derive(Debug, Clone)]
+pub struct GruCell {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    hidden: usize,
+}
+
+impl GruCell {
+    /// A cell with PyTorch's parameter names under `vb`.
+    pub fn new(input_size: usize, hidden_size: usize, vb: VarBuilder) -> Result<Self> {
+        let s = 1.0 / (hidden_size as f64).sqrt();
+        let init = candle_nn::Init::Uniform { lo: -s, up: s };
+        Ok(Self {
+            w_ih: vb.get_with_hints((3 * hidden_size, input_size), "weight_ih", init)?,
+            w_hh: vb.get_with_hints((3 * hidden_size, hidden_size), "weight_hh", init)?,
+            b_ih: vb.get_with_hints(3 * hidden_size, "bias_ih", init)?,
+            b_hh: vb.get_with_hints(3 * hidden_size, "bias_hh", init)?,
+            hidden: hidden_size,
+        })
+    }
+
+    /// One step: `x` `[B, I]`, `h` `[B, H]` -> `h'` `[B, H]`.
+    pub fn forward(&self, x: &Tensor, h: &Tensor, train: bool) -> Result<Tensor> {
+        let hs = self.hidden;
+        let gi = linear(x, &param(&self.w_ih, train), Some(&param(&self.b_ih, train)))?;
+        let gh = linear(h, &param(&self.w_hh, train), Some(&param(&self.b_hh, train)))?;
+        let r = sigmoid(&(gi.narrow(1, 0, hs)? + gh.narrow(1, 0, hs)?)?)?;
+        let z = sigmoid(&(gi.narrow(1, hs, hs)? + gh.narrow(1, hs, hs)?)?)?;
+        let n = (gi.narrow(1, 2 * hs, hs)? + (r * gh.narrow(1, 2 * hs, hs)?)?)?.tanh()?;
+        // h' = (1 - z) * n + z * h = n + z * (h - n)
+        n.clone() + (z * (h - &n)?)?
+    }
+}
+
+/// SpeechBrain's `GRUCell` module: a stack of `torch.nn.GRUCell`s under `rnn_cells.{i}`,
+/// with dropout between layers. The state is `[layers, B, H]`.
+#[derive(Debug, Clone)]
+pub struct GruCellStack {
+    cells: Vec<GruCell>,
+    dropout: Dropout,
+    hidden: usize,
+}
+
+impl GruCellStack {
+    /// `num_layers` cells: the first takes `input_size`, the others `hidden_size`.
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        num_layers: usize,
+        dropout: f32,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut cells = Vec::with_capacity(num_layers);
+        for i in 0..num_layers {
+            let inp = if i == 0 { input_size } else { hidden_size };
+            cells.push(GruCell::new(inp, hidden_size, vb.pp("rnn_cells").pp(i))?);
+        }
+        Ok(Self {
+            cells,
+            dropout: Dropout { p: dropout },
+            hidden: hidden_size,
+        })
+    }
+
+    /// Hidden size.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// One step from `hx` `[layers, B, H]` (zeros when `None`): returns the last layer's
+    /// output `[B, H]` and the new state.
+    pub fn forward(&self, x: &Tensor, hx: Option<&Tensor>, train: bool) -> Result<(Tensor, Tensor)> {
+        let b = x.dim(0)?;
+        let mut hidden = Vec::with_capacity(self.cells.len());
+        let mut inp = x.clone();
+        for (i, cell) in self.cells.iter().enumerate() {
+            let h0 = match hx {
+                Some(h) => h.get(i)?,
+                None => Tensor::zeros((b, self.hidden), x.dtype(), x.device())?,
+            };
+            if i > 0 {
+                inp = self.dropout.forward(&inp, train)?;
+            }
+            let h = cell.forward(&inp, &h0, train)?;
+            hidden.push(h.clone());
+            inp = h;
+        }
+        Ok((inp, Tensor::stack(&hidden, 0)?))
+    }
+}

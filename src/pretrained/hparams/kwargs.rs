@@ -1,0 +1,121 @@
+//! Typed access to the keyword arguments of a `!new:` object, with errors that name the
+//! argument (what every model builder needs).
+
+use super::{Object, Value};
+
+/// The keyword arguments of an [`Object`], read with defaults; unknown names can be rejected
+/// with [`Kwargs::check_known`].
+///
+/// ```
+/// use voxbrain::pretrained::hparams::{Hparams, Kwargs};
+/// let hp = Hparams::from_str("enc: !new:a.B\n  n: 3\n  sizes: (2, 4)\n", "x.yaml", None).unwrap();
+/// let kw = Kwargs::new(hp.object("enc", "B").unwrap());
+/// assert_eq!(kw.usize("n", 1).unwrap(), 3);
+/// assert_eq!(kw.usize_list("sizes", &[]).unwrap(), vec![2, 4]);
+/// assert!(kw.check_known(&["n"]).is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Kwargs<'a> {
+    obj: &'a Object,
+}
+
+impl<'a> Kwargs<'a> {
+    /// Wraps an object.
+    pub fn new(obj: &'a Object) -> Self {
+        Self { obj }
+    }
+
+    /// The raw value of an argument.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.kwarg(key)
+    }
+
+    fn present(&self, key: &str) -> Option<&'a Value> {
+        self.get(key).filter(|v| !matches!(v, Value::Null))
+    }
+
+    /// A non-negative integer.
+    pub fn usize(&self, key: &str, default: usize) -> Result<usize, String> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .filter(|i| *i >= 0)
+                .map(|i| i as usize)
+                .ok_or_else(|| format!("`{key}` must be a non-negative integer")),
+        }
+    }
+
+    /// An integer (possibly negative).
+    pub fn i64(&self, key: &str, default: i64) -> Result<i64, String> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => v.as_i64().ok_or_else(|| format!("`{key}` must be an integer")),
+        }
+    }
+
+    /// A number.
+    pub fn f64(&self, key: &str, default: f64) -> Result<f64, String> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| format!("`{key}` must be a number")),
+        }
+    }
+
+    /// A boolean.
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, String> {
+        match self.present(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| format!("`{key}` must be a bool")),
+        }
+    }
+
+    /// A string.
+    pub fn str(&self, key: &str, default: &str) -> Result<String, String> {
+        match self.present(key) {
+            None => Ok(default.to_string()),
+            Some(v) => v
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("`{key}` must be a string")),
+        }
+    }
+
+    /// A list or tuple of non-negative integers (a single integer counts as a list of one).
+    pub fn usize_list(&self, key: &str, default: &[usize]) -> Result<Vec<usize>, String> {
+        match self.present(key) {
+            None => Ok(default.to_vec()),
+            Some(v) => {
+                if let Some(i) = v.as_i64().filter(|i| *i >= 0) {
+                    return Ok(vec![i as usize]);
+                }
+                v.as_list()
+                    .ok_or_else(|| format!("`{key}` must be a list of integers"))?
+                    .iter()
+                    .map(|x| {
+                        x.as_i64()
+                            .filter(|i| *i >= 0)
+                            .map(|i| i as usize)
+                            .ok_or_else(|| format!("`{key}` must hold non-negative integers"))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The class or function name of an argument given as `!name:` / `!new:`.
+    pub fn class(&self, key: &str) -> Option<&'a str> {
+        self.present(key).and_then(|v| v.class_name())
+    }
+
+    /// Fails on the first argument not in `known`.
+    pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
+        match self.obj.kwargs.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(format!(
+                "unknown {} argument `{k}`",
+                self.obj.short_name()
+            )),
+            None => Ok(()),
+        }
+    }
+}

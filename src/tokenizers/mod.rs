@@ -1,0 +1,6 @@
+//! Tokenizers (`speechbrain.tokenizers`): the SentencePiece model that SpeechBrain's ASR
+//! recipes save as `tokenizer.ckpt`.
+
+pub mod sentencepiece;
+
+pub use self::sentencepiece::{SentencePiece, TokenizerError};
