@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+source scripts/ensure_cmake.sh
 # The shared reference models live beside the repository when present (../shared); tests that
 # need them say so and skip when absent.
 cargo test --workspace --locked "$@"

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+source scripts/ensure_cmake.sh
 cargo run --release --locked --bin voxbrain -- tour "$@"

@@ -497,26 +497,34 @@ impl EncoderDecoderASR {
 
     /// Transcribes one signal at the model's rate, chunking long ones.
     pub fn transcribe_signal(&self, wav: &Tensor) -> Result<String, PretrainedError> {
+        Ok(self.transcribe_signal_with_tokens(wav)?.0)
+    }
+
+    /// [`EncoderDecoderASR::transcribe_signal`] with the token ids (of all chunks, in order).
+    pub fn transcribe_signal_with_tokens(
+        &self,
+        wav: &Tensor,
+    ) -> Result<(String, Vec<u32>), PretrainedError> {
         let samples = wav.flatten_all()?.to_vec1::<f32>()?;
         if samples.is_empty() {
             return Err(err("empty audio: nothing to transcribe"));
         }
         let sr = self.sample_rate as f32;
         let bounds = super::chunking::chunk_bounds(&samples, sr, &self.chunking);
-        let progress = (bounds.len() > 1)
-            .then(|| crate::progress::items_bar(bounds.len() as u64, "transcribing chunks", true));
-        let mut texts = Vec::with_capacity(bounds.len());
+        let progress = crate::progress::items_bar(
+            bounds.len() as u64,
+            "transcribing chunks",
+            bounds.len() > 1,
+        );
+        let (mut texts, mut ids) = (Vec::with_capacity(bounds.len()), Vec::new());
         for (a, b) in bounds {
             let w = Tensor::from_slice(&samples[a..b], (1, b - a), &Device::Cpu)?;
-            let (t, _) = self.transcribe_batch(&w, None)?;
+            let (t, tok) = self.transcribe_batch(&w, None)?;
             texts.extend(t.into_iter().filter(|s| !s.is_empty()));
-            if let Some(p) = &progress {
-                p.inc(1);
-            }
+            ids.extend(tok.into_iter().flatten());
+            progress.inc(1);
         }
-        if let Some(p) = progress {
-            p.finish_and_clear();
-        }
-        Ok(texts.join(" "))
+        progress.finish_and_clear();
+        Ok((texts.join(" "), ids))
     }
 }

@@ -124,7 +124,7 @@ impl TdnnBlock {
         })
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.norm.forward_t(&self.conv.forward_t(x)?.relu()?, train)
+        self.norm.forward_t(&self.conv.forward_mode(x, train)?.relu()?, train)
     }
 }
 
@@ -180,7 +180,7 @@ impl SeBlock {
             conv2: Conv1d::new(se, c, 1, 1, 1, vb.pp("conv2"))?,
         })
     }
-    fn forward(&self, x: &Tensor, lengths: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, lengths: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let l = x.dim(2)?;
         let s = match lengths {
             Some(lens) => {
@@ -192,8 +192,8 @@ impl SeBlock {
             }
             None => x.mean_keepdim(2)?,
         };
-        let s = self.conv1.forward_t(&s)?.relu()?;
-        let s = candle_nn::ops::sigmoid(&self.conv2.forward_t(&s)?)?;
+        let s = self.conv1.forward_mode(&s, train)?.relu()?;
+        let s = candle_nn::ops::sigmoid(&self.conv2.forward_mode(&s, train)?)?;
         s.broadcast_mul(x)
     }
 }
@@ -234,13 +234,13 @@ impl SeRes2NetBlock {
     }
     fn forward(&self, x: &Tensor, lengths: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let residual = match &self.shortcut {
-            Some(s) => s.forward_t(x)?,
+            Some(s) => s.forward_mode(x, train)?,
             None => x.clone(),
         };
         let y = self.tdnn1.forward(x, train)?;
         let y = self.res2net.forward(&y, train)?;
         let y = self.tdnn2.forward(&y, train)?;
-        let y = self.se.forward(&y, lengths)?;
+        let y = self.se.forward(&y, lengths, train)?;
         y + residual
     }
 }
@@ -289,7 +289,7 @@ impl AttentiveStatisticsPooling {
         };
         let attn = self
             .conv
-            .forward_t(&self.tdnn.forward(&attn_in, train)?.tanh()?)?;
+            .forward_mode(&self.tdnn.forward(&attn_in, train)?.tanh()?, train)?;
         // Padded frames get -inf before the softmax.
         let neg = ((mask.ones_like()? - &mask)? * -1e30)?;
         let attn = attn.broadcast_add(&neg)?;
@@ -415,7 +415,7 @@ impl EcapaTdnn {
         let x = self.mfa.forward(&x, self.train)?;
         let x = self.asp.forward(&x, lens, self.train)?;
         let x = self.asp_bn.forward_t(&x, self.train)?;
-        self.fc.forward_t(&x)?.transpose(1, 2)
+        self.fc.forward_mode(&x, self.train)?.transpose(1, 2)
     }
 }
 

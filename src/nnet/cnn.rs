@@ -122,8 +122,15 @@ impl Conv1d {
         }
     }
 
-    /// Applies the convolution to `[batch, channels, time]`.
+    /// Applies the convolution to `[batch, channels, time]`, keeping the parameters in the
+    /// autograd graph (training).
     pub fn forward_t(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mode(x, true)
+    }
+
+    /// Applies the convolution; in eval mode (`train == false`) the parameters are detached so
+    /// that no autograd graph keeps the activations alive.
+    pub fn forward_mode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (l, r) = self.pads();
         let x = match self.padding {
             Padding::Same(PaddingMode::Reflect) if l + r > 0 => reflect_pad(x, l, r)?,
@@ -133,13 +140,14 @@ impl Conv1d {
             _ if l + r > 0 => x.pad_with_zeros(D::Minus1, l, r)?,
             _ => x.clone(),
         };
+        let weight = super::param(&self.weight, train);
         let y = if self.groups == 1 && self.stride == 1 {
-            self.matmul_conv(&x)?
+            self.matmul_conv(&x, &weight)?
         } else {
-            x.conv1d(&self.weight, 0, self.stride, self.dilation, self.groups)?
+            x.conv1d(&weight, 0, self.stride, self.dilation, self.groups)?
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+            Some(b) => y.broadcast_add(&super::param(b, train).reshape((1, (), 1))?),
             None => Ok(y),
         }
     }
@@ -150,7 +158,7 @@ impl Conv1d {
     /// (already padded) input are stacked under each channel (`[B, C*k, T]`, the order of the
     /// weight's `[out, C, k]` layout), so dilated kernels get the same multi-threaded GEMM as
     /// 1x1 ones (candle's direct kernel is single-threaded for dilation > 1).
-    fn matmul_conv(&self, x: &Tensor) -> Result<Tensor> {
+    fn matmul_conv(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let (b, c, tp) = x.dims3()?;
         let k = self.kernel_size;
         let span = self.dilation * (k - 1);
@@ -169,7 +177,7 @@ impl Conv1d {
                 .collect::<Result<_>>()?;
             Tensor::stack(&shifts, 2)?.reshape((b, c * k, t))?
         };
-        let w = self.weight.reshape((self.weight.dim(0)?, c * k))?;
+        let w = weight.reshape((weight.dim(0)?, c * k))?;
         if b == 1 {
             return w.matmul(&cols.squeeze(0)?)?.unsqueeze(0);
         }

@@ -145,7 +145,30 @@ impl BatchNorm1d {
     }
 
     /// Normalises `x`; `train` selects batch statistics (and updates the running ones).
+    ///
+    /// In eval mode the affine transform is computed from detached parameters, so no autograd
+    /// graph keeps the activations alive during inference.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.inner.forward_t(x, train)
+        if train {
+            return self.inner.forward_t(x, train);
+        }
+        let c = self.inner.running_mean().dim(0)?;
+        let mut shape = vec![1usize; x.rank()];
+        shape[1] = c;
+        let var = self.inner.running_var().detach();
+        let inv = (var + self.inner.eps())?.sqrt()?.recip()?;
+        let (scale, shift) = match self.inner.weight_and_bias() {
+            Some((w, b)) => {
+                let scale = (w.detach() * &inv)?;
+                let shift = (b.detach() - (self.inner.running_mean().detach() * &scale)?)?;
+                (scale, shift)
+            }
+            None => {
+                let shift = (self.inner.running_mean().detach() * &inv)?.neg()?;
+                (inv, shift)
+            }
+        };
+        x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
+            .broadcast_add(&shift.reshape(shape.as_slice())?)
     }
 }

@@ -5,6 +5,7 @@ mod inspect;
 mod separate;
 mod speaker;
 mod tour;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,10 @@ enum Command {
     /// Separate the sources of a mixture with a SepFormer (SpeechBrain's
     /// SepformerSeparation.separate_file); writes <stem>_source<i>.wav at the model's rate.
     Separate(separate::SeparateArgs),
+    /// Transcribe audio files with an encoder-decoder ASR model (SpeechBrain's
+    /// EncoderDecoderASR.transcribe_file); prints one JSON object per file:
+    /// {"file": ..., "text": ..., "tokens": [ids]}.
+    Transcribe(transcribe::TranscribeArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -64,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Embed(a) => speaker::embed(a),
         Command::Verify(a) => speaker::verify(a),
         Command::Separate(a) => separate::run(a),
+        Command::Transcribe(a) => transcribe::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {
