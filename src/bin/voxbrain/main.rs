@@ -5,6 +5,7 @@ mod inspect;
 mod separate;
 mod speaker;
 mod tour;
+mod tour_models;
 mod transcribe;
 
 use clap::{Parser, Subcommand};
