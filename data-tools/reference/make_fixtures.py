@@ -27,6 +27,7 @@ TARGETS = {
     "pretrained": "fixtures_pretrained",
     "speaker": "fixtures_speaker",
     "separation": "fixtures_separation",
+    "asr": "fixtures_asr",
 }
 
 
