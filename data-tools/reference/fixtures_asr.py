@@ -445,9 +445,11 @@ def asr(out):
 
     torch.manual_seed(SEED)
     out = os.path.join(out, "asr")
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):  # start clean, but keep the hand-written README
+        if name != "README.md":
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     paths = make_wavs(out)
     wavs = [read_wav(p) for p in paths]
     model_dir = os.path.join(out, "model")
@@ -469,13 +471,13 @@ def asr(out):
 
 
 def files_index(out):
-    """Every committed file under `out` (but the manifest): .npy dtype/shape, .wav format."""
+    """Every generated file under `out` (but the manifest): .npy dtype/shape, .wav format."""
     index = {}
     for root, _, names in os.walk(out):
         for name in sorted(names):
             path = os.path.join(root, name)
             rel = os.path.relpath(path, out)
-            if rel == "expected.json":
+            if rel in ("expected.json", "README.md"):
                 continue
             entry = {"bytes": os.path.getsize(path)}
             if name.endswith(".npy"):
