@@ -28,6 +28,7 @@ TARGETS = {
     "speaker": "fixtures_speaker",
     "separation": "fixtures_separation",
     "asr": "fixtures_asr",
+    "wer": "fixtures_wer",
 }
 
 
