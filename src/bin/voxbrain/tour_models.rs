@@ -71,6 +71,12 @@ pub fn run(out_dir: &Path, inputs: &[PathBuf], offline: bool) -> anyhow::Result<
         );
     }
 
+    if let Some(tok) = &asr.tokenizer {
+        // The tutorial's text_pipeline: asr_model.tokenizer.encode_as_ids(words).
+        let words = "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS";
+        println!("  tokenizer.encode_as_ids({words:?}) = {:?}", tok.encode_as_ids(words)?);
+    }
+
     println!("== Step 6: speaker verification (SpeakerRecognition.verify_files)");
     let spk = load(
         "spkrec-ecapa-voxceleb",
