@@ -63,7 +63,13 @@ fn features_and_encoder_match_speechbrain() {
         let want = npy(&format!("asr/feats_{i}.npy"));
         assert_eq!(feats.dims(), want.shape.as_slice());
         let f = vec(&feats);
-        common::assert_close(&format!("feats {i}"), &f, &want.data, 2e-3 * max_abs(&want.data), 1e-4);
+        common::assert_close(
+            &format!("feats {i}"),
+            &f,
+            &want.data,
+            2e-3 * max_abs(&want.data),
+            1e-4,
+        );
         let enc = m.encode_batch(&w, None).unwrap();
         let want = npy(&format!("asr/enc_{i}.npy"));
         assert_eq!(enc.dims(), want.shape.as_slice());
@@ -80,10 +86,21 @@ fn greedy_and_beam_search_match_speechbrain() {
     for (i, u) in exp["utterances"].as_array().unwrap().iter().enumerate() {
         // Decoding runs on SpeechBrain's own encoder output, so that search is tested alone.
         let enc_np = npy(&format!("asr/enc_{i}.npy"));
-        let enc = Tensor::from_vec(enc_np.data.clone(), enc_np.shape.as_slice(), &Device::Cpu).unwrap();
+        let enc =
+            Tensor::from_vec(enc_np.data.clone(), enc_np.shape.as_slice(), &Device::Cpu).unwrap();
         let t = enc.dim(1).unwrap();
-        let greedy = greedy_search(&m.seq2seq_modules(), &enc, &[t], &GreedySearchConfig::default()).unwrap();
-        assert_eq!(greedy[0], ids(&u["greedy"]), "greedy tokens of utterance {i}");
+        let greedy = greedy_search(
+            &m.seq2seq_modules(),
+            &enc,
+            &[t],
+            &GreedySearchConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            greedy[0],
+            ids(&u["greedy"]),
+            "greedy tokens of utterance {i}"
+        );
 
         let mut searcher = S2SRNNBeamSearcher {
             modules: m.seq2seq_modules(),
@@ -91,19 +108,37 @@ fn greedy_and_beam_search_match_speechbrain() {
             config: m.beam.clone(),
         };
         let hyp = searcher.search(&enc, &[t]).unwrap();
-        assert_eq!(hyp[0].tokens, ids(&u["beam"]), "beam (LM + coverage) tokens of utterance {i}");
+        assert_eq!(
+            hyp[0].tokens,
+            ids(&u["beam"]),
+            "beam (LM + coverage) tokens of utterance {i}"
+        );
         searcher.config.scorer = Default::default();
         searcher.lm = None;
         let hyp = searcher.search(&enc, &[t]).unwrap();
-        assert_eq!(hyp[0].tokens, ids(&u["beam_nolm"]), "beam (no scorer) tokens of utterance {i}");
+        assert_eq!(
+            hyp[0].tokens,
+            ids(&u["beam_nolm"]),
+            "beam (no scorer) tokens of utterance {i}"
+        );
 
         // End to end through the public API, from the wav file.
         m.decoding = DecodingMethod::BeamSearch;
         let (texts, tokens) = m.transcribe_batch(&wav(&m, i), None).unwrap();
-        assert_eq!(tokens[0], ids(&u["beam"]), "transcribe_batch tokens of utterance {i}");
+        assert_eq!(
+            tokens[0],
+            ids(&u["beam"]),
+            "transcribe_batch tokens of utterance {i}"
+        );
         assert_eq!(texts[0], u["beam_text"].as_str().unwrap());
-        let text = m.transcribe_file(fixture(&format!("asr/utt_{i}.wav"))).unwrap();
-        assert_eq!(text, u["beam_text"].as_str().unwrap(), "transcribe_file {i}");
+        let text = m
+            .transcribe_file(fixture(&format!("asr/utt_{i}.wav")))
+            .unwrap();
+        assert_eq!(
+            text,
+            u["beam_text"].as_str().unwrap(),
+            "transcribe_file {i}"
+        );
     }
 }
 
@@ -127,17 +162,28 @@ fn batches_equal_singles_and_speechbrain_mode_reproduces_its_padding() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    assert!((lens[0] - want[0]).abs() < 1e-4, "relative lengths {lens:?} vs {want:?}");
+    assert!(
+        (lens[0] - want[0]).abs() < 1e-4,
+        "relative lengths {lens:?} vs {want:?}"
+    );
     // voxbrain's default: each utterance alone, so batched == single == SpeechBrain single.
     let (_, tokens) = m.transcribe_batch(&x, Some(&lens)).unwrap();
     for (k, i) in [0usize, 1].iter().enumerate() {
-        assert_eq!(tokens[k], ids(&exp["utterances"][*i]["beam"]), "batched utterance {i}");
+        assert_eq!(
+            tokens[k],
+            ids(&exp["utterances"][*i]["beam"]),
+            "batched utterance {i}"
+        );
     }
     // SpeechBrain's padded computation, which changes the shorter utterance's transcript.
     m.padding = PaddingMode::SpeechBrain;
     let (_, tokens) = m.transcribe_batch(&x, Some(&lens)).unwrap();
     for k in 0..2 {
-        assert_eq!(tokens[k], ids(&exp["batch01"]["tokens"][k]), "SB-mode batch row {k}");
+        assert_eq!(
+            tokens[k],
+            ids(&exp["batch01"]["tokens"][k]),
+            "SB-mode batch row {k}"
+        );
     }
 }
 
@@ -146,27 +192,55 @@ fn rnnlm_and_tokenizer_match_speechbrain() {
     let exp = expected();
     let m = model();
     let toks: Vec<u32> = ids(&exp["lm"]["tokens"][0]);
-    let t = Tensor::new(toks.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let (logits, _) = m.lm_model.as_ref().unwrap().forward(&t, None, false).unwrap();
+    let t = Tensor::new(toks.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let (logits, _) = m
+        .lm_model
+        .as_ref()
+        .unwrap()
+        .forward(&t, None, false)
+        .unwrap();
     let want = npy("asr/lm_logits.npy");
     assert_eq!(logits.dims(), want.shape.as_slice());
-    common::assert_close("RNNLM logits", &vec(&logits), &want.data, 1e-5 * max_abs(&want.data).max(1.0), 1e-6);
+    common::assert_close(
+        "RNNLM logits",
+        &vec(&logits),
+        &want.data,
+        1e-5 * max_abs(&want.data).max(1.0),
+        1e-6,
+    );
 
     let tok = m.tokenizer.as_ref().expect("tokenizer loaded");
-    assert_eq!(tok.vocab_size() as u64, exp["tokenizer"]["vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        tok.vocab_size() as u64,
+        exp["tokenizer"]["vocab_size"].as_u64().unwrap()
+    );
     for case in exp["tokenizer"]["encode"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode_as_ids(text).unwrap(), ids(&case["ids"]), "ids of {text:?}");
+        assert_eq!(
+            tok.encode_as_ids(text).unwrap(),
+            ids(&case["ids"]),
+            "ids of {text:?}"
+        );
         let pieces: Vec<String> = case["pieces"]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| p.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(tok.encode_as_pieces(text).unwrap(), pieces, "pieces of {text:?}");
+        assert_eq!(
+            tok.encode_as_pieces(text).unwrap(),
+            pieces,
+            "pieces of {text:?}"
+        );
     }
     for case in exp["tokenizer"]["decode"].as_array().unwrap() {
-        assert_eq!(tok.decode_ids(&ids(&case["ids"])).unwrap(), case["text"].as_str().unwrap());
+        assert_eq!(
+            tok.decode_ids(&ids(&case["ids"])).unwrap(),
+            case["text"].as_str().unwrap()
+        );
     }
     // Characters outside the vocabulary become <unk> (id 0), never an error.
     let unk = tok.encode_as_ids("ÜBER #1 ©").unwrap();
@@ -203,16 +277,32 @@ fn official_yaml_builds_the_full_size_model_with_speechbrains_shapes() {
     let asr = EncoderDecoderASR::build(&hp, &Device::Cpu).unwrap();
     let s = std::fs::read_to_string(fixture("asr/official_shapes.json")).unwrap();
     let want: Value = serde_json::from_str(&s).unwrap();
-    for (vm, key, params) in [(&asr.asr_varmap, "asr", "asr_params"), (&asr.lm_varmap, "lm", "lm_params")] {
+    for (vm, key, params) in [
+        (&asr.asr_varmap, "asr", "asr_params"),
+        (&asr.lm_varmap, "lm", "lm_params"),
+    ] {
         let (n, shapes) = count(vm);
         println!("official {key}: {n} parameters");
-        assert_eq!(n as u64, want[params].as_u64().unwrap(), "{key} parameter count");
+        assert_eq!(
+            n as u64,
+            want[params].as_u64().unwrap(),
+            "{key} parameter count"
+        );
         let want_shapes: BTreeMap<String, Vec<usize>> = want[key]
             .as_object()
             .unwrap()
             .iter()
             .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-            .map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize)
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(shapes, want_shapes, "{key} state_dict keys and shapes");
     }
@@ -243,7 +333,10 @@ fn long_recordings_are_chunked_and_bad_inputs_are_clear_errors() {
         assert_eq!(w[0].1, w[1].0, "chunks must tile the signal");
         // Cut in the silence between utterances (energy of the cut window ~0).
         let c = w[0].1;
-        let e: f32 = long[c.saturating_sub(100)..(c + 100).min(long.len())].iter().map(|x| x * x).sum();
+        let e: f32 = long[c.saturating_sub(100)..(c + 100).min(long.len())]
+            .iter()
+            .map(|x| x * x)
+            .sum();
         assert!(e < 1e-6, "cut at {c} is not quiet ({e})");
     }
     let x = Tensor::from_vec(long.clone(), long.len(), &Device::Cpu).unwrap();
@@ -251,7 +344,13 @@ fn long_recordings_are_chunked_and_bad_inputs_are_clear_errors() {
     let mut want = Vec::new();
     for (a, b) in &bounds {
         let w = Tensor::from_slice(&long[*a..*b], (1, b - a), &Device::Cpu).unwrap();
-        want.extend(m.transcribe_batch(&w, None).unwrap().1.into_iter().flatten());
+        want.extend(
+            m.transcribe_batch(&w, None)
+                .unwrap()
+                .1
+                .into_iter()
+                .flatten(),
+        );
     }
     assert_eq!(tokens, want);
     assert!(!text.is_empty());
@@ -262,10 +361,16 @@ fn long_recordings_are_chunked_and_bad_inputs_are_clear_errors() {
     let short = Tensor::zeros((1, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = m.transcribe_batch(&short, None).unwrap_err().to_string();
     assert!(e.contains("too short"), "{e}");
-    let e = m.transcribe_file(fixture("asr/missing.wav")).unwrap_err().to_string();
+    let e = m
+        .transcribe_file(fixture("asr/missing.wav"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.wav"), "{e}");
     let (x, _) = padded(&m, 0, 1);
-    let e = m.transcribe_batch(&x, Some(&[0.5])).unwrap_err().to_string();
+    let e = m
+        .transcribe_batch(&x, Some(&[0.5]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("relative lengths"), "{e}");
 }
 
@@ -282,7 +387,11 @@ fn transcribe_command_prints_json_lines() {
         .arg(fixture("asr/utt_1.wav"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exp = expected();
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -291,7 +400,10 @@ fn transcribe_command_prints_json_lines() {
         .collect();
     assert_eq!(lines.len(), 2);
     for (i, l) in lines.iter().enumerate() {
-        assert!(l["file"].as_str().unwrap().ends_with(&format!("utt_{i}.wav")));
+        assert!(l["file"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("utt_{i}.wav")));
         assert_eq!(l["text"], exp["utterances"][i]["beam_text"]);
         assert_eq!(ids(&l["tokens"]), ids(&exp["utterances"][i]["beam"]));
     }

@@ -6,6 +6,6 @@ pub mod seq2seq;
 
 pub use scorer::ScorerConfig;
 pub use seq2seq::{
-    enc_lens, greedy_search, BeamSearchConfig, GreedySearchConfig, Hypothesis,
-    S2SRNNBeamSearcher, Seq2SeqModules,
+    enc_lens, greedy_search, BeamSearchConfig, GreedySearchConfig, Hypothesis, S2SRNNBeamSearcher,
+    Seq2SeqModules,
 };

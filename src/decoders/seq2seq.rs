@@ -295,9 +295,7 @@ impl S2SRNNBeamSearcher {
                 lm_state = Some(st);
                 let w = cfg.scorer.rnnlm.map(|(w, _)| w).unwrap_or(0.0);
                 let lm_lp = lm_lp.flatten_all()?.to_vec1::<f32>()?;
-                lp.iter_mut()
-                    .zip(&lm_lp)
-                    .for_each(|(v, l)| *v += l * w);
+                lp.iter_mut().zip(&lm_lp).for_each(|(v, l)| *v += l * w);
             }
             if let Some(cov) = coverage.as_mut() {
                 let w = cfg.scorer.coverage.map(|(w, _)| w).unwrap_or(0.0);
@@ -325,7 +323,11 @@ impl S2SRNNBeamSearcher {
                     let r = b * beam + k;
                     for v in 0..n_out {
                         let s = seq_scores[r] + lp[r * n_out + v];
-                        cand[k * n_out + v] = if cfg.length_normalization { s / norm } else { s };
+                        cand[k * n_out + v] = if cfg.length_normalization {
+                            s / norm
+                        } else {
+                            s
+                        };
                     }
                 }
                 for (j, c) in topk(&cand, beam).into_iter().enumerate() {
@@ -342,7 +344,11 @@ impl S2SRNNBeamSearcher {
             }
             // Permute every memory to follow its hypothesis.
             let index = Tensor::new(
-                predecessors.iter().map(|&p| p as u32).collect::<Vec<_>>().as_slice(),
+                predecessors
+                    .iter()
+                    .map(|&p| p as u32)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
                 enc.device(),
             )?;
             state = state.index_select(&index)?;

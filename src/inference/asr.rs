@@ -122,7 +122,9 @@ pub struct EncoderDecoderASR {
 }
 
 fn object<'a>(list: &'a [(String, Object)], id: &str) -> Option<(usize, &'a Object)> {
-    list.iter().position(|(k, _)| k == id).map(|i| (i, &list[i].1))
+    list.iter()
+        .position(|(k, _)| k == id)
+        .map(|i| (i, &list[i].1))
 }
 
 impl Pretrained for EncoderDecoderASR {
@@ -158,7 +160,10 @@ impl Pretrained for EncoderDecoderASR {
         let kw = Kwargs::new(emb_o);
         let n_emb = kw.usize("num_embeddings", 0).map_err(|e| ctx("emb", e))?;
         let d_emb = kw.usize("embedding_dim", 128).map_err(|e| ctx("emb", e))?;
-        if kw.bool("consider_as_one_hot", false).map_err(|e| ctx("emb", e))? {
+        if kw
+            .bool("consider_as_one_hot", false)
+            .map_err(|e| ctx("emb", e))?
+        {
             return Err(ctx("emb", "consider_as_one_hot is not supported".into()));
         }
         let emb = Embedding::new(n_emb, d_emb, vb.pp(emb_i))?;
@@ -343,24 +348,40 @@ impl EncoderDecoderASR {
                 min * 1000 / self.sample_rate as usize
             )));
         }
-        let feats = self.compute_features.forward(wavs)?.to_device(&self.device)?;
+        let feats = self
+            .compute_features
+            .forward(wavs)?
+            .to_device(&self.device)?;
         let lens = Tensor::from_vec(wav_lens.to_vec(), wav_lens.len(), &self.device)?;
         let mut norm = self.normalizer.clone();
         norm.train(false);
         Ok(norm.forward(&feats, Some(&lens), None)?)
     }
 
-    fn check_batch(&self, wavs: &Tensor, wav_lens: Option<&[f32]>) -> Result<(Tensor, Vec<f32>), PretrainedError> {
+    fn check_batch(
+        &self,
+        wavs: &Tensor,
+        wav_lens: Option<&[f32]>,
+    ) -> Result<(Tensor, Vec<f32>), PretrainedError> {
         let wavs = match wavs.rank() {
             1 => wavs.unsqueeze(0)?,
             2 => wavs.clone(),
-            r => return Err(err(format!("waveforms must be [batch, time], got rank {r}"))),
+            r => {
+                return Err(err(format!(
+                    "waveforms must be [batch, time], got rank {r}"
+                )))
+            }
         };
         let wavs = wavs.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
         let b = wavs.dim(0)?;
-        let lens = wav_lens.map(<[f32]>::to_vec).unwrap_or_else(|| vec![1.0; b]);
+        let lens = wav_lens
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| vec![1.0; b]);
         if lens.len() != b {
-            return Err(err(format!("{} relative lengths for a batch of {b}", lens.len())));
+            return Err(err(format!(
+                "{} relative lengths for a batch of {b}",
+                lens.len()
+            )));
         }
         if let Some(l) = lens.iter().find(|l| !(**l > 0.0 && **l <= 1.0 + 1e-6)) {
             return Err(err(format!("relative length {l} is not in (0, 1]")));
@@ -388,7 +409,11 @@ impl EncoderDecoderASR {
     /// SpeechBrain's `encode_batch`: encoder states `[B, T', D]` of `wavs` `[B, T]` with
     /// relative lengths (`None`: all 1.0). In [`PaddingMode::Independent`] each utterance is
     /// encoded on its own samples and the results are zero-padded to the longest.
-    pub fn encode_batch(&self, wavs: &Tensor, wav_lens: Option<&[f32]>) -> Result<Tensor, PretrainedError> {
+    pub fn encode_batch(
+        &self,
+        wavs: &Tensor,
+        wav_lens: Option<&[f32]>,
+    ) -> Result<Tensor, PretrainedError> {
         let (wavs, lens) = self.check_batch(wavs, wav_lens)?;
         if self.padding == PaddingMode::SpeechBrain || lens.iter().all(|&l| l >= 1.0 - 1e-6) {
             return self.encode_padded(&wavs, &lens);
@@ -397,7 +422,10 @@ impl EncoderDecoderASR {
             .iter()
             .map(|w| self.encode_padded(w, &[1.0]))
             .collect::<Result<Vec<_>, _>>()?;
-        let t_max = encs.iter().map(|e| e.dim(1)).collect::<Result<Vec<_>, _>>()?;
+        let t_max = encs
+            .iter()
+            .map(|e| e.dim(1))
+            .collect::<Result<Vec<_>, _>>()?;
         let t_max = t_max.into_iter().max().unwrap_or(0);
         let padded = encs
             .into_iter()
@@ -423,7 +451,11 @@ impl EncoderDecoderASR {
     }
 
     /// Decodes encoder states with [`EncoderDecoderASR::decoding`]: token ids per utterance.
-    pub fn decode(&self, enc: &Tensor, enc_len: &[usize]) -> Result<Vec<Vec<u32>>, PretrainedError> {
+    pub fn decode(
+        &self,
+        enc: &Tensor,
+        enc_len: &[usize],
+    ) -> Result<Vec<Vec<u32>>, PretrainedError> {
         let modules = self.seq2seq_modules();
         Ok(match self.decoding {
             DecodingMethod::Greedy => {

@@ -110,7 +110,10 @@ fn obj_id(v: &crate::pretrained::hparams::Value) -> Option<(&Object, &str)> {
 }
 
 /// The position of each element of a `torch.nn.ModuleList` (`asr_model`), by defining key.
-pub(crate) fn module_list(hp: &Hparams, key: &str) -> Result<Vec<(String, Object)>, PretrainedError> {
+pub(crate) fn module_list(
+    hp: &Hparams,
+    key: &str,
+) -> Result<Vec<(String, Object)>, PretrainedError> {
     let o = hp.object(key, "ModuleList")?;
     let items = o
         .args
@@ -130,7 +133,9 @@ pub(crate) fn module_list(hp: &Hparams, key: &str) -> Result<Vec<(String, Object
 
 /// The key a keyword argument of `obj` refers to (`embedding: !ref <emb>` -> `emb`).
 pub(crate) fn ref_id(obj: &Object, kwarg: &str) -> Option<String> {
-    obj.kwarg(kwarg).and_then(obj_id).map(|(_, id)| id.to_string())
+    obj.kwarg(kwarg)
+        .and_then(obj_id)
+        .map(|(_, id)| id.to_string())
 }
 
 /// `!new:speechbrain.decoders.S2SRNNBeamSearcher` -> [`BeamSearchConfig`].

@@ -43,7 +43,12 @@ pub fn chunk_bounds(samples: &[f32], sample_rate: f32, opts: &ChunkOptions) -> V
 /// Centre of the least-energy window of `win` samples whose start lies in `[lo, hi)`.
 fn quietest(x: &[f32], lo: usize, hi: usize, win: usize) -> usize {
     let hi = hi.min(x.len().saturating_sub(win)).max(lo);
-    let energy = |s: usize| -> f64 { x[s..(s + win).min(x.len())].iter().map(|v| (*v as f64).powi(2)).sum() };
+    let energy = |s: usize| -> f64 {
+        x[s..(s + win).min(x.len())]
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum()
+    };
     let mut best = lo;
     let mut best_e = f64::INFINITY;
     let step = (win / 2).max(1);

@@ -8,9 +8,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::cnn::{max_pool_axis, Conv2d};
+use crate::nnet::linear::Linear;
 use crate::nnet::normalization::{BatchNorm1d, LayerNorm};
 use crate::nnet::rnn::Lstm;
-use crate::nnet::linear::Linear;
 use crate::nnet::{Activation, Dropout};
 use crate::pretrained::hparams::{Kwargs, Object};
 
@@ -304,7 +304,10 @@ impl Crdnn {
         for blk in &self.dnn {
             x = blk.linear.forward(&x, train)?;
             // SpeechBrain's BatchNorm1d normalizes [B, T, F] over F by transposing to [B, F, T].
-            x = blk.norm.forward_t(&x.transpose(1, 2)?, train)?.transpose(1, 2)?;
+            x = blk
+                .norm
+                .forward_t(&x.transpose(1, 2)?, train)?
+                .transpose(1, 2)?;
             x = act.forward(&x)?;
             x = drop.forward(&x, train)?;
         }

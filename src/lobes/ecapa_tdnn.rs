@@ -124,7 +124,8 @@ impl TdnnBlock {
         })
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.norm.forward_t(&self.conv.forward_mode(x, train)?.relu()?, train)
+        self.norm
+            .forward_t(&self.conv.forward_mode(x, train)?.relu()?, train)
     }
 }
 

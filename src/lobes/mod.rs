@@ -1,6 +1,6 @@
 //! Model architectures (`speechbrain.lobes.models`), with SpeechBrain's parameter names.
 
-pub mod ecapa_tdnn;
-pub mod sepformer;
 pub mod crdnn;
+pub mod ecapa_tdnn;
 pub mod rnnlm;
+pub mod sepformer;

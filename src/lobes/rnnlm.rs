@@ -8,9 +8,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::embedding::Embedding;
+use crate::nnet::linear::Linear;
 use crate::nnet::normalization::LayerNorm;
 use crate::nnet::rnn::{Lstm, LstmState};
-use crate::nnet::linear::Linear;
 use crate::nnet::{Activation, Dropout};
 use crate::pretrained::hparams::{Kwargs, Object};
 
@@ -81,7 +81,9 @@ impl RnnlmConfig {
             return Err("dnn_blocks > 1 is not supported (SpeechBrain's names collide)".into());
         }
         if cfg.dnn_blocks == 0 && cfg.rnn_neurons != cfg.dnn_neurons {
-            return Err("dnn_blocks: 0 needs rnn_neurons == dnn_neurons (SpeechBrain's out layer)".into());
+            return Err(
+                "dnn_blocks: 0 needs rnn_neurons == dnn_neurons (SpeechBrain's out layer)".into(),
+            );
         }
         Ok(cfg)
     }
@@ -155,7 +157,10 @@ impl Rnnlm {
     ) -> Result<(Tensor, LstmState)> {
         let one_step = tokens.rank() == 1;
         let mut x = self.embedding.forward(tokens, train)?;
-        x = Dropout { p: self.cfg.dropout }.forward(&x, train)?;
+        x = Dropout {
+            p: self.cfg.dropout,
+        }
+        .forward(&x, train)?;
         if one_step {
             x = x.unsqueeze(1)?;
         }
@@ -163,7 +168,10 @@ impl Rnnlm {
         if let Some((lin, norm)) = &self.dnn {
             x = lin.forward(&x, train)?;
             x = self.cfg.activation.forward(&norm.forward(&x)?)?;
-            x = Dropout { p: self.cfg.dropout }.forward(&x, train)?;
+            x = Dropout {
+                p: self.cfg.dropout,
+            }
+            .forward(&x, train)?;
         }
         let mut out = self.out.forward(&x, train)?;
         if one_step {

@@ -217,7 +217,10 @@ impl LocationAttnState {
 
 fn lin(vb: &VarBuilder, name: &str, inp: usize, out: usize) -> Result<(Tensor, Tensor)> {
     let l = candle_nn::linear(inp, out, vb.pp(name))?;
-    Ok((l.weight().clone(), l.bias().expect("linear with bias").clone()))
+    Ok((
+        l.weight().clone(),
+        l.bias().expect("linear with bias").clone(),
+    ))
 }
 
 impl LocationAwareAttention {
@@ -238,7 +241,9 @@ impl LocationAwareAttention {
         Ok(Self {
             mlp_enc: lin(&vb, "mlp_enc", enc_dim, attn_dim)?,
             mlp_dec: lin(&vb, "mlp_dec", dec_dim, attn_dim)?,
-            mlp_attn: vb.pp("mlp_attn").get_with_hints((1, attn_dim), "weight", init)?,
+            mlp_attn: vb
+                .pp("mlp_attn")
+                .get_with_hints((1, attn_dim), "weight", init)?,
             conv_loc: vb.pp("conv_loc").get_with_hints(
                 (conv_channels, 1, 2 * kernel_size + 1),
                 "weight",
@@ -294,10 +299,11 @@ impl LocationAwareAttention {
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
         let p = |t: &Tensor| param(t, train);
-        let conv = state
-            .prev_attn
-            .unsqueeze(1)?
-            .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)?; // [B, C, T]
+        let conv =
+            state
+                .prev_attn
+                .unsqueeze(1)?
+                .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)?; // [B, C, T]
         let loc = linear(
             &conv.transpose(1, 2)?,
             &p(&self.mlp_loc.0),

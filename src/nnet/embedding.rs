@@ -46,7 +46,11 @@ impl Embedding {
     pub fn forward(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
         let n = self.num_embeddings();
         let flat = ids.flatten_all()?.to_dtype(candle_core::DType::U32)?;
-        if let Some(bad) = flat.to_vec1::<u32>()?.into_iter().find(|&i| i as usize >= n) {
+        if let Some(bad) = flat
+            .to_vec1::<u32>()?
+            .into_iter()
+            .find(|&i| i as usize >= n)
+        {
             candle_core::bail!("Embedding: token id {bad} out of range (vocabulary of {n})");
         }
         let w = param(&self.weight, train);

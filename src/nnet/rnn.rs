@@ -151,7 +151,13 @@ impl Lstm {
             } else {
                 hidden_size * dirs
             };
-            let mut cells = vec![LstmCell::new(input, hidden_size, true, &format!("_l{l}"), &vb)?];
+            let mut cells = vec![LstmCell::new(
+                input,
+                hidden_size,
+                true,
+                &format!("_l{l}"),
+                &vb,
+            )?];
             if bidirectional {
                 cells.push(LstmCell::new(
                     input,
@@ -257,8 +263,16 @@ impl GruCell {
     /// One step: `x` `[B, I]`, `h` `[B, H]` -> `h'` `[B, H]`.
     pub fn forward(&self, x: &Tensor, h: &Tensor, train: bool) -> Result<Tensor> {
         let hs = self.hidden;
-        let gi = linear(x, &param(&self.w_ih, train), Some(&param(&self.b_ih, train)))?;
-        let gh = linear(h, &param(&self.w_hh, train), Some(&param(&self.b_hh, train)))?;
+        let gi = linear(
+            x,
+            &param(&self.w_ih, train),
+            Some(&param(&self.b_ih, train)),
+        )?;
+        let gh = linear(
+            h,
+            &param(&self.w_hh, train),
+            Some(&param(&self.b_hh, train)),
+        )?;
         let r = sigmoid(&(gi.narrow(1, 0, hs)? + gh.narrow(1, 0, hs)?)?)?;
         let z = sigmoid(&(gi.narrow(1, hs, hs)? + gh.narrow(1, hs, hs)?)?)?;
         let n = (gi.narrow(1, 2 * hs, hs)? + (r * gh.narrow(1, 2 * hs, hs)?)?)?.tanh()?;
@@ -304,7 +318,12 @@ impl GruCellStack {
 
     /// One step from `hx` `[layers, B, H]` (zeros when `None`): returns the last layer's
     /// output `[B, H]` and the new state.
-    pub fn forward(&self, x: &Tensor, hx: Option<&Tensor>, train: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        hx: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let b = x.dim(0)?;
         let mut hidden = Vec::with_capacity(self.cells.len());
         let mut inp = x.clone();

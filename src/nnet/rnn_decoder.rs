@@ -87,7 +87,11 @@ impl AttentionalRNNDecoder {
                 cfg.attn_type
             );
         }
-        let p = candle_nn::linear(cfg.hidden_size + cfg.attn_dim, cfg.hidden_size, vb.pp("proj"))?;
+        let p = candle_nn::linear(
+            cfg.hidden_size + cfg.attn_dim,
+            cfg.hidden_size,
+            vb.pp("proj"),
+        )?;
         let attn = LocationAwareAttention::new(
             cfg.enc_dim,
             cfg.hidden_size,
@@ -99,7 +103,11 @@ impl AttentionalRNNDecoder {
             vb.pp("attn"),
         )?;
         // SpeechBrain: no dropout between cells when there is a single layer.
-        let cell_dropout = if cfg.num_layers == 1 { 0.0 } else { cfg.dropout };
+        let cell_dropout = if cfg.num_layers == 1 {
+            0.0
+        } else {
+            cfg.dropout
+        };
         let rnn = GruCellStack::new(
             cfg.input_size + cfg.attn_dim,
             cfg.hidden_size,
@@ -132,7 +140,11 @@ impl AttentionalRNNDecoder {
         let b = enc_states.dim(0)?;
         Ok(DecoderState {
             hs: None,
-            c: Tensor::zeros((b, self.cfg.attn_dim), enc_states.dtype(), enc_states.device())?,
+            c: Tensor::zeros(
+                (b, self.cfg.attn_dim),
+                enc_states.dtype(),
+                enc_states.device(),
+            )?,
             attn: self.attn.init_state(enc_states, enc_len, train)?,
         })
     }
@@ -150,7 +162,9 @@ impl AttentionalRNNDecoder {
         let cell_inp = self.drop.forward(&cell_inp, train)?;
         let (cell_out, hs) = self.rnn.forward(&cell_inp, state.hs.as_ref(), train)?;
         state.hs = Some(hs);
-        let (c, w) = self.attn.forward(enc_states, &cell_out, &mut state.attn, train)?;
+        let (c, w) = self
+            .attn
+            .forward(enc_states, &cell_out, &mut state.attn, train)?;
         let dec_out = Tensor::cat(&[&c, &cell_out], 1)?;
         let dec_out = linear(
             &dec_out,

@@ -85,10 +85,12 @@ impl SentencePiece {
                 message: "empty file".into(),
             });
         }
-        let inner = ::sentencepiece::SentencePieceProcessor::from_serialized_proto(bytes)
-            .map_err(|e| TokenizerError::Invalid {
-                path: path.clone(),
-                message: e.to_string(),
+        let inner =
+            ::sentencepiece::SentencePieceProcessor::from_serialized_proto(bytes).map_err(|e| {
+                TokenizerError::Invalid {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
             })?;
         Ok(Self { inner, path })
     }

@@ -173,7 +173,9 @@ pub fn run(a: TourArgs) -> anyhow::Result<()> {
     data_pipeline(&a.out_dir)?;
     crate::tour_models::run(&a.out_dir, &inputs, a.offline)?;
 
-    println!("== Next tutorial step (fine-tuning with Brain) arrives with its issue; see README.md.");
+    println!(
+        "== Next tutorial step (fine-tuning with Brain) arrives with its issue; see README.md."
+    );
     println!("Outputs are in {}", a.out_dir.display());
     Ok(())
 }

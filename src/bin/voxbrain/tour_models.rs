@@ -44,7 +44,11 @@ fn load<M>(
     // The bundled yaml's pretrainer names hub paths; the local directory must win offline.
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let opts = FromHparamsOptions {
-        savedir: Some(out_dir.join("pretrained_models").join(format!("{what}_bundled"))),
+        savedir: Some(
+            out_dir
+                .join("pretrained_models")
+                .join(format!("{what}_bundled")),
+        ),
         ..Default::default()
     };
     from(&dir.to_string_lossy(), &opts)
@@ -74,7 +78,10 @@ pub fn run(out_dir: &Path, inputs: &[PathBuf], offline: bool) -> anyhow::Result<
     if let Some(tok) = &asr.tokenizer {
         // The tutorial's text_pipeline: asr_model.tokenizer.encode_as_ids(words).
         let words = "THE BIRCH CANOE SLID ON THE SMOOTH PLANKS";
-        println!("  tokenizer.encode_as_ids({words:?}) = {:?}", tok.encode_as_ids(words)?);
+        println!(
+            "  tokenizer.encode_as_ids({words:?}) = {:?}",
+            tok.encode_as_ids(words)?
+        );
     }
 
     println!("== Step 6: speaker verification (SpeakerRecognition.verify_files)");

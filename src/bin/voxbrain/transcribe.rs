@@ -60,7 +60,8 @@ pub fn run(a: TranscribeArgs) -> anyhow::Result<()> {
         let (text, tokens) = asr
             .transcribe_signal_with_tokens(&wav)
             .with_context(|| format!("transcribing {}", p.display()))?;
-        let line = serde_json::json!({"file": p.display().to_string(), "text": text, "tokens": tokens});
+        let line =
+            serde_json::json!({"file": p.display().to_string(), "text": text, "tokens": tokens});
         writeln!(stdout.lock(), "{line}")?;
     }
     Ok(())

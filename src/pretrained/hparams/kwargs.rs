@@ -50,7 +50,9 @@ impl<'a> Kwargs<'a> {
     pub fn i64(&self, key: &str, default: i64) -> Result<i64, String> {
         match self.present(key) {
             None => Ok(default),
-            Some(v) => v.as_i64().ok_or_else(|| format!("`{key}` must be an integer")),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| format!("`{key}` must be an integer")),
         }
     }
 
@@ -58,7 +60,9 @@ impl<'a> Kwargs<'a> {
     pub fn f64(&self, key: &str, default: f64) -> Result<f64, String> {
         match self.present(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| format!("`{key}` must be a number")),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("`{key}` must be a number")),
         }
     }
 
@@ -110,11 +114,13 @@ impl<'a> Kwargs<'a> {
 
     /// Fails on the first argument not in `known`.
     pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        match self.obj.kwargs.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(format!(
-                "unknown {} argument `{k}`",
-                self.obj.short_name()
-            )),
+        match self
+            .obj
+            .kwargs
+            .keys()
+            .find(|k| !known.contains(&k.as_str()))
+        {
+            Some(k) => Err(format!("unknown {} argument `{k}`", self.obj.short_name())),
             None => Ok(()),
         }
     }
