@@ -3,6 +3,7 @@
 
     $VENV/bin/python data-tools/reference/bench_speechbrain.py fbank <wav> [--n-mels 80]
     $VENV/bin/python data-tools/reference/bench_speechbrain.py sepformer <model_dir> --seconds 5
+    $VENV/bin/python data-tools/reference/bench_speechbrain.py asr <wav> --model-dir DIR --out o.json
 
 torch runs with 2 threads (the CI machine's core count) so ratios are like for like.
 """
@@ -50,12 +51,45 @@ def bench_ecapa(args):
                       "torch_threads": args.threads}))
 
 
+def bench_asr(args):
+    """EncoderDecoderASR on one file: writes `--out` ({"tokens", "text", "enc_shape"}) and the
+    encoder states beside it (.npy), times encode_batch and transcribe_batch (the yaml's
+    decoding: beam search with its scorers; median of --repeats after one warm-up run)."""
+    import os
+    import resource
+    import tempfile
+
+    import numpy as np
+    from speechbrain.inference.ASR import EncoderDecoderASR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        m = EncoderDecoderASR.from_hparams(source=args.model_dir, savedir=tmp)
+    m.eval()
+    wav = m.load_audio(args.wav)
+    wavs, lens = wav.unsqueeze(0), torch.tensor([1.0])
+    with torch.no_grad():
+        enc = m.encode_batch(wavs, lens)
+        words, toks = m.transcribe_batch(wavs, lens)
+        tokens = [int(t) for t in toks[0]]
+        if args.out:
+            np.save(os.path.splitext(args.out)[0] + ".npy", enc.numpy())
+            with open(args.out, "w") as f:
+                json.dump({"tokens": tokens, "text": words[0], "enc_shape": list(enc.shape)}, f)
+        te = time_fn(lambda: m.encode_batch(wavs, lens), args.repeats, warmup=0)
+        tt = time_fn(lambda: m.transcribe_batch(wavs, lens), args.repeats, warmup=0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"impl": "speechbrain", "what": "asr", "seconds": round(len(wav) / 16000, 2),
+                      "encode_ms": round(te, 1), "transcribe_ms": round(tt, 1), "tokens": tokens,
+                      "peak_rss_mb": round(rss), "torch_threads": args.threads}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["fbank", "ecapa", "sepformer"])
+    ap.add_argument("what", choices=["fbank", "ecapa", "sepformer", "asr"])
     ap.add_argument("wav", help="input wav (fbank, ecapa) or model directory (sepformer)")
-    ap.add_argument("--model-dir", help="SB-layout model directory (ecapa)")
-    ap.add_argument("--out", help="write the batch-1 embedding here (.npy)")
+    ap.add_argument("--model-dir", help="SB-layout model directory (ecapa, asr)")
+    ap.add_argument("--out", help="ecapa: write the batch-1 embedding here (.npy); asr: the "
+                    "tokens here (.json) and the encoder states beside it (.npy)")
     ap.add_argument("--seconds", type=float, default=5.0, help="sepformer: input length")
     ap.add_argument("--n-mels", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=200)
@@ -65,6 +99,8 @@ def main():
 
     if args.what == "ecapa":
         return bench_ecapa(args)
+    if args.what == "asr":
+        return bench_asr(args)
     if args.what == "sepformer":
         return sepformer(args)
 

@@ -8,6 +8,9 @@ padded-batch transcription, RNNLM logits and tokenizer round trips.
 Also writes `official_shapes.json`: every state_dict key/shape and parameter count of the
 official full-size asr_model and lm_model (instantiated from the official yaml, no weights).
 
+`write_model_dir(..., size="full")` builds the same kind of directory at the official sizes
+(official yaml and normalizer.ckpt, 1000-piece tokenizer) for full_size_asr.sh.
+
 Run: $VENV/bin/python data-tools/reference/make_fixtures.py asr
 """
 
@@ -27,6 +30,7 @@ OFFICIAL_DIR = os.path.join(ROOT, "..", "shared", "reference-models", "asr-crdnn
 OFFICIAL = os.path.join(OFFICIAL_DIR, "hyperparams.yaml")
 
 VOCAB = 48  # output_neurons = tokenizer vocabulary size
+FULL_VOCAB = 1000  # the official output_neurons (size="full")
 # Chosen among seeds for which no beam-search step (single or batched) has every hypothesis
 # of an utterance blocked by max_attn_shift (that makes every score -1e20, and the result then
 # depends on torch.topk's order among ties) while some steps block some hypotheses.
@@ -75,6 +79,12 @@ def small_yaml():
     return HEADER + text
 
 
+def official_yaml():
+    """The official hyperparams.yaml, byte for byte (size="full")."""
+    with open(OFFICIAL) as f:
+        return f.read()
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 WORDS = (
@@ -106,7 +116,36 @@ def tokenizer_corpus(lines=400, seed=0):
     return out
 
 
-def train_tokenizer(model_path):
+ONSETS = ("", "B", "BL", "BR", "CH", "D", "DR", "F", "FL", "FR", "G", "GL", "GR", "H", "J", "K",
+          "L", "M", "N", "P", "PL", "PR", "QU", "R", "S", "SH", "SK", "SL", "SM", "SP", "ST", "STR",
+          "T", "TH", "TR", "V", "W", "WH", "Y", "Z")
+NUCLEI = ("A", "E", "I", "O", "U", "AI", "AU", "AY", "EA", "EE", "IE", "OA", "OI", "OO", "OU", "OW")
+CODAS = ("", "", "", "CK", "D", "F", "G", "L", "LD", "LL", "M", "N", "ND", "NG", "NT", "P", "R",
+         "RD", "RN", "RT", "S", "SS", "ST", "T", "TH", "X")
+
+
+def full_tokenizer_corpus(lines=6000, seed=0, pseudo_words=4000):
+    """A larger generated corpus for the official 1000-piece vocabulary: the English words
+    above, then pronounceable pseudo-words (1-2 syllables), Zipf-distributed in that order."""
+    rng = random.Random(seed)
+    pseudo = set()
+    while len(pseudo) < pseudo_words:
+        pseudo.add("".join(rng.choice(ONSETS) + rng.choice(NUCLEI) + rng.choice(CODAS)
+                           for _ in range(rng.randint(1, 2))))
+    english = list(dict.fromkeys(WORDS))
+    pseudo = sorted(pseudo - set(english))
+    rng.shuffle(pseudo)
+    vocab = english + pseudo
+    weights = [1.0 / (r + 1) for r in range(len(vocab))]
+    out = []
+    for _ in range(lines):
+        words = rng.choices(vocab, weights=weights, k=rng.randint(4, 16))
+        words = [rng.choice(CONTRACTIONS) if rng.random() < 0.03 else w for w in words]
+        out.append(" ".join(words))
+    return out
+
+
+def train_tokenizer(model_path, vocab_size=VOCAB, corpus=None):
     """SentencePiece unigram with SpeechBrain's settings (unk 0, no bos/eos/pad, so id 0 is
     also SB's bos/eos/blank), written to `model_path` (SB's `tokenizer.ckpt` is the .model)."""
     import io
@@ -117,8 +156,9 @@ def train_tokenizer(model_path):
     # no (temporary) file paths, and the file is byte-for-byte reproducible.
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(tokenizer_corpus()), model_writer=model, model_type="unigram",
-        vocab_size=VOCAB, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+        sentence_iterator=iter(tokenizer_corpus() if corpus is None else corpus),
+        model_writer=model, model_type="unigram",
+        vocab_size=vocab_size, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
         max_sentencepiece_length=10, character_coverage=1.0, add_dummy_prefix=True,
         num_threads=1, minloglevel=2,
     )
@@ -202,6 +242,8 @@ ASR_SCALES = {"2.rnn.rnn_cells.0.weight_ih": 2.0, "2.rnn.rnn_cells.0.weight_hh":
               "2.attn.mlp_attn": 4.0, "2.proj": 2.0, "4.": 3.0}
 LM_SCALES = {"out.": 6.0}
 SHIFT_PRIOR = {"gain": 100.0, "n_move": 6, "move_threshold": 1.0, "stay_threshold": 3.0}
+# size="full" (attn_dim 1024): the same split, half of the attention features for "move".
+FULL_SHIFT_PRIOR = dict(SHIFT_PRIOR, n_move=512)
 
 
 def forward_shift_prior(attn, gain, n_move, move_threshold, stay_threshold):
@@ -234,36 +276,57 @@ def forward_shift_prior(attn, gain, n_move, move_threshold, stay_threshold):
         attn.mlp_loc.bias[stay] = -stay_threshold * torch.sign(a[stay])
 
 
-def write_model_dir(model_dir, wavs, seed=SEED, asr_scales=None, lm_scales=None, shift=None):
-    """hyperparams.yaml + asr/lm/normalizer/tokenizer .ckpt in SpeechBrain's layout."""
+def write_model_dir(model_dir, wavs, seed=SEED, asr_scales=None, lm_scales=None, shift=None,
+                    size="small"):
+    """hyperparams.yaml + asr/lm/normalizer/tokenizer .ckpt in SpeechBrain's layout.
+
+    size="small": the parity fixture (shrunk yaml, normalizer statistics of `wavs`).
+    size="full": the official yaml unchanged (official sizes: 120M + 53M parameters), the real
+    official normalizer.ckpt, a 1000-piece tokenizer; the same weight tricks (`wavs` only
+    calibrate the BatchNorm statistics). Used by full_size_asr.sh."""
     from hyperpyyaml import load_hyperpyyaml
 
+    assert size in ("small", "full"), size
+    full = size == "full"
     os.makedirs(model_dir, exist_ok=True)
-    text = small_yaml()
+    text = official_yaml() if full else small_yaml()
     with open(os.path.join(model_dir, "hyperparams.yaml"), "w") as f:
         f.write(text)
-    train_tokenizer(os.path.join(model_dir, "tokenizer.ckpt"))
+    if full:
+        train_tokenizer(os.path.join(model_dir, "tokenizer.ckpt"), vocab_size=FULL_VOCAB,
+                        corpus=full_tokenizer_corpus())
+    else:
+        train_tokenizer(os.path.join(model_dir, "tokenizer.ckpt"))
 
     torch.manual_seed(seed)
     hp = load_hyperpyyaml(text)
     gen = torch.Generator().manual_seed(seed)
 
-    # Global normalizer statistics from the fixture utterances' Fbank features (train mode,
-    # one utterance per update, as SpeechBrain accumulates them during training).
     norm, fbank = hp["normalizer"], hp["compute_features"]
-    norm.train()
     with torch.no_grad():
         raw = [fbank(w.unsqueeze(0)) for w in wavs]
-        for f in raw:
-            norm(f, torch.tensor([1.0]), epoch=0)
+    if full:
+        shutil.copyfile(os.path.join(OFFICIAL_DIR, "normalizer.ckpt"),
+                        os.path.join(model_dir, "normalizer.ckpt"))
+        norm._load(os.path.join(model_dir, "normalizer.ckpt"))
+    else:
+        # Global normalizer statistics from the fixture utterances' Fbank features (train
+        # mode, one utterance per update, as SpeechBrain accumulates them during training).
+        norm.train()
+        with torch.no_grad():
+            for f in raw:
+                norm(f, torch.tensor([1.0]), epoch=0)
+        norm.eval()
+        norm._save(os.path.join(model_dir, "normalizer.ckpt"))
     norm.eval()
-    norm._save(os.path.join(model_dir, "normalizer.ckpt"))
     with torch.no_grad():
         feats = [norm(f, torch.tensor([1.0])) for f in raw]
 
     asr = hp["asr_model"]
     randomize(asr, gen, scales=ASR_SCALES if asr_scales is None else asr_scales)
-    forward_shift_prior(hp["dec"].attn, **(SHIFT_PRIOR if shift is None else shift))
+    if shift is None:
+        shift = FULL_SHIFT_PRIOR if full else SHIFT_PRIOR
+    forward_shift_prior(hp["dec"].attn, **shift)
     n_bn = calibrate_bn(hp["enc"], feats)
     assert n_bn == 2, n_bn
     asr.eval()
