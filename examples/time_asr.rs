@@ -19,29 +19,16 @@
 //! decoding, chunks, load_s, wall_s, tokens (count), chars, peak_rss_mb}; `--out` also writes
 //! {"tokens", "text"}.
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use timing::{median, peak_rss_mb};
 use voxbrain::inference::{DecodingMethod, EncoderDecoderASR};
 use voxbrain::pretrained::FromHparamsOptions;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn load(dir: &str, save: &Path) -> anyhow::Result<EncoderDecoderASR> {
     // SB-layout dirs whose yaml pretrainer names hub paths: the local files must win, offline.

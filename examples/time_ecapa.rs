@@ -3,28 +3,15 @@
 //!
 //! `cargo run --release --example time_ecapa -- <model_dir> <wav> <out.npy> [repeats]`
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use std::time::Instant;
 
 use candle_core::Tensor;
+use timing::{median, peak_rss_mb};
 use voxbrain::inference::SpeakerRecognition;
 use voxbrain::pretrained::FromHparamsOptions;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

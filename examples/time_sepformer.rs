@@ -5,22 +5,15 @@
 //! `<mix.npy>`: a float32 mixture at the model rate; or a number of seconds of a synthetic
 //! mixture. Prints one JSON line: median time, peak RSS, SNR/max error against the reference.
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use timing::peak_rss_mb;
 use voxbrain::inference::separation::SepformerSeparation;
 use voxbrain::pretrained::FromHparamsOptions;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
