@@ -20,5 +20,6 @@ pub mod nnet;
 pub mod npy;
 pub mod pretrained;
 pub mod progress;
+pub mod runtime;
 pub mod tokenizers;
 pub mod viz;

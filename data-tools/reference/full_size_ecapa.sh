@@ -2,12 +2,16 @@
 # One-off full-size check (official ECAPA config, channels 1024/3072): builds a seeded
 # full-size SB-layout model in a temp dir, runs SpeechBrain and voxbrain on the same 10 s
 # input, compares the embeddings and reports speed (batch 1 and 8) and peak RSS.
-# Usage: data-tools/reference/full_size_ecapa.sh [VENV_DIR]
+# Usage: [KEEP=dir] data-tools/reference/full_size_ecapa.sh [VENV_DIR]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${1:-${VOXBRAIN_SB_VENV:-$HOME/.cache/voxbrain-sbvenv}}"
 py="$venv/bin/python"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+if [ -n "${KEEP:-}" ]; then  # KEEP=dir keeps the model and audio there (for profiling)
+  tmp="$KEEP"; mkdir -p "$tmp"
+else
+  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+fi
 cd "$root"
 "$py" - "$tmp" <<'PY'
 import sys, os, numpy as np, soundfile as sf

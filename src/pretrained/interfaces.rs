@@ -74,7 +74,8 @@ pub fn load_hparams(
     Ok((hparams, savedir))
 }
 
-/// SpeechBrain's `from_hparams` for any [`Pretrained`] model.
+/// SpeechBrain's `from_hparams` for any [`Pretrained`] model. Also applies
+/// [`crate::runtime::tune_allocator`] (once per process; `VOXBRAIN_TUNE_MALLOC=0` opts out).
 ///
 /// ```no_run
 /// use voxbrain::pretrained::{from_hparams, FromHparamsOptions, GenericModel};
@@ -85,6 +86,7 @@ pub fn from_hparams<M: Pretrained>(
     source: &str,
     opts: &FromHparamsOptions,
 ) -> Result<M, PretrainedError> {
+    crate::runtime::tune_allocator();
     let (hparams, savedir) = load_hparams(source, opts)?;
     let mut model = M::build(&hparams, &opts.device)?;
     if hparams.get("pretrainer").is_some() {
