@@ -127,6 +127,21 @@ impl TdnnBlock {
         self.norm
             .forward_t(&self.conv.forward_mode(x, train)?.relu()?, train)
     }
+
+    /// The block applied to `cat([x, ctx repeated over time], 1)` without building that
+    /// concatenation (1x1 conv only): `ctx` `[B, Cc]` is constant over time, so its part of
+    /// the convolution is a per-utterance bias.
+    fn forward_with_context(&self, x: &Tensor, ctx: &Tensor, train: bool) -> Result<Tensor> {
+        let w = crate::nnet::param(self.conv.weight(), train).squeeze(2)?; // [O, C + Cc]
+        let c = x.dim(1)?;
+        let y = crate::nnet::cnn::pointwise(x, &w.narrow(1, 0, c)?)?;
+        let mut bias = ctx.matmul(&w.narrow(1, c, w.dim(1)? - c)?.t()?)?; // [B, O]
+        if let Some(b) = self.conv.bias() {
+            bias = bias.broadcast_add(&crate::nnet::param(b, train))?;
+        }
+        let y = y.broadcast_add(&bias.unsqueeze(2)?)?.relu()?;
+        self.norm.forward_t(&y, train)
+    }
 }
 
 /// Res2Net: channel groups, each convolved with the previous group's output added.
@@ -279,18 +294,17 @@ impl AttentiveStatisticsPooling {
     fn forward(&self, x: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor> {
         let l = x.dim(2)?;
         let mask = length_mask(lengths, l)?; // [B,1,L]
-        let attn_in = if self.global_context {
+        let hidden = if self.global_context {
+            // SpeechBrain concatenates [x, mean, std] repeated over time (3C channels); the
+            // same convolution is done here without materialising that [B, 3C, L] tensor.
             let total = mask.sum_keepdim(2)?;
             let (mean, std) = weighted_stats(x, &mask.broadcast_div(&total)?)?;
-            let mean = mean.unsqueeze(2)?.repeat((1, 1, l))?;
-            let std = std.unsqueeze(2)?.repeat((1, 1, l))?;
-            Tensor::cat(&[x, &mean, &std], 1)?
+            self.tdnn
+                .forward_with_context(x, &Tensor::cat(&[mean, std], 1)?, train)?
         } else {
-            x.clone()
+            self.tdnn.forward(x, train)?
         };
-        let attn = self
-            .conv
-            .forward_mode(&self.tdnn.forward(&attn_in, train)?.tanh()?, train)?;
+        let attn = self.conv.forward_mode(&hidden.tanh()?, train)?;
         // Padded frames get -inf before the softmax.
         let neg = ((mask.ones_like()? - &mask)? * -1e30)?;
         let attn = attn.broadcast_add(&neg)?;

@@ -177,12 +177,30 @@ impl Conv1d {
                 .collect::<Result<_>>()?;
             Tensor::stack(&shifts, 2)?.reshape((b, c * k, t))?
         };
-        let w = weight.reshape((weight.dim(0)?, c * k))?;
-        if b == 1 {
-            return w.matmul(&cols.squeeze(0)?)?.unsqueeze(0);
-        }
-        w.broadcast_left(b)?.contiguous()?.matmul(&cols)
+        pointwise(&cols, &weight.reshape((weight.dim(0)?, c * k))?)
     }
+
+    /// The weight `[out, in / groups, kernel]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+/// A 1x1 convolution without bias as one GEMM: `[B, C, T]` with weight `[O, C]` -> `[B, O, T]`.
+/// For `B > 1` the weight is broadcast with a zero batch stride (no copy per utterance).
+pub fn pointwise(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    if b == 1 {
+        return w.matmul(&x.squeeze(0)?)?.unsqueeze(0);
+    }
+    w.broadcast_left(b)?.matmul(&x)
 }
 
 impl Module for Conv1d {
