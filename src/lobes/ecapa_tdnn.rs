@@ -124,8 +124,16 @@ impl TdnnBlock {
         })
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.norm
-            .forward_t(&self.conv.forward_mode(x, train)?.relu()?, train)
+        if train {
+            return self
+                .norm
+                .forward_t(&self.conv.forward_mode(x, train)?.relu()?, train);
+        }
+        // Eval: bias, ReLU and BatchNorm in one pass.
+        let (scale, shift) = self.norm.eval_affine()?;
+        let y = self.conv.forward_unbiased(x, false)?;
+        let bias = self.conv.bias().map(|b| b.detach());
+        crate::nnet::fused::bias_relu_affine(&y, bias.as_ref(), &scale, &shift)
     }
 
     /// The block applied to `cat([x, ctx repeated over time], 1)` without building that

@@ -128,9 +128,8 @@ impl Conv1d {
         self.forward_mode(x, true)
     }
 
-    /// Applies the convolution; in eval mode (`train == false`) the parameters are detached so
-    /// that no autograd graph keeps the activations alive.
-    pub fn forward_mode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// The convolution without its bias (callers that fuse the bias into a later op).
+    pub fn forward_unbiased(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (l, r) = self.pads();
         let x = match self.padding {
             Padding::Same(PaddingMode::Reflect) if l + r > 0 => reflect_pad(x, l, r)?,
@@ -141,11 +140,17 @@ impl Conv1d {
             _ => x.clone(),
         };
         let weight = super::param(&self.weight, train);
-        let y = if self.groups == 1 && self.stride == 1 {
-            self.matmul_conv(&x, &weight)?
+        if self.groups == 1 && self.stride == 1 {
+            self.matmul_conv(&x, &weight)
         } else {
-            x.conv1d(&weight, 0, self.stride, self.dilation, self.groups)?
-        };
+            x.conv1d(&weight, 0, self.stride, self.dilation, self.groups)
+        }
+    }
+
+    /// Applies the convolution; in eval mode (`train == false`) the parameters are detached so
+    /// that no autograd graph keeps the activations alive.
+    pub fn forward_mode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.forward_unbiased(x, train)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&super::param(b, train).reshape((1, (), 1))?),
             None => Ok(y),

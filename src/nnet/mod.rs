@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod cnn;
 pub mod embedding;
+pub mod fused;
 pub mod linear;
 pub mod normalization;
 pub mod rnn;

@@ -155,9 +155,17 @@ impl BatchNorm1d {
         let c = self.inner.running_mean().dim(0)?;
         let mut shape = vec![1usize; x.rank()];
         shape[1] = c;
+        let (scale, shift) = self.eval_affine()?;
+        x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
+            .broadcast_add(&shift.reshape(shape.as_slice())?)
+    }
+
+    /// Eval mode as a per-channel affine map `x * scale + shift` (`[C]` each, detached), from
+    /// the running statistics: lets callers fuse it with the preceding ops.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
         let var = self.inner.running_var().detach();
         let inv = (var + self.inner.eps())?.sqrt()?.recip()?;
-        let (scale, shift) = match self.inner.weight_and_bias() {
+        Ok(match self.inner.weight_and_bias() {
             Some((w, b)) => {
                 let scale = (w.detach() * &inv)?;
                 let shift = (b.detach() - (self.inner.running_mean().detach() * &scale)?)?;
@@ -167,8 +175,6 @@ impl BatchNorm1d {
                 let shift = (self.inner.running_mean().detach() * &inv)?.neg()?;
                 (inv, shift)
             }
-        };
-        x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
-            .broadcast_add(&shift.reshape(shape.as_slice())?)
+        })
     }
 }
