@@ -1,7 +1,7 @@
 //! `speechbrain.nnet.attention`: `MultiheadAttention` (a wrapper around
 //! `torch.nn.MultiheadAttention`, held as `.att`) and `PositionalwiseFeedForward`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::{linear, param, Activation, Dropout};
@@ -307,14 +307,26 @@ impl LocationAwareAttention {
                 .prev_attn
                 .unsqueeze(1)?
                 .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)?; // [B, C, T]
-        let loc = linear(
-            &conv.transpose(1, 2)?,
-            &p(&self.mlp_loc.0),
-            Some(&p(&self.mlp_loc.1)),
-        )?;
-        let dec_h = linear(dec, &p(&self.mlp_dec.0), Some(&p(&self.mlp_dec.1)))?.unsqueeze(1)?;
-        let e = (state.enc_h.broadcast_add(&dec_h)? + loc)?.tanh()?;
-        let energy = linear(&e, &p(&self.mlp_attn), None)?.squeeze(2)?; // [B, T]
+        let dec_h = linear(dec, &p(&self.mlp_dec.0), Some(&p(&self.mlp_dec.1)))?;
+        let energy = if !train && enc_states.device().is_cpu() && dec_h.dtype() == DType::F32 {
+            // One fused pass; the [B, T, attn_dim] sums are never stored.
+            let dec_bias = dec_h.broadcast_add(&p(&self.mlp_loc.1))?;
+            super::fused::location_energies(
+                &state.enc_h,
+                &dec_bias,
+                &conv,
+                &p(&self.mlp_loc.0),
+                &p(&self.mlp_attn),
+            )?
+        } else {
+            let loc = linear(
+                &conv.transpose(1, 2)?,
+                &p(&self.mlp_loc.0),
+                Some(&p(&self.mlp_loc.1)),
+            )?;
+            let e = (state.enc_h.broadcast_add(&dec_h.unsqueeze(1)?)? + loc)?.tanh()?;
+            linear(&e, &p(&self.mlp_attn), None)?.squeeze(2)? // [B, T]
+        };
         let neg_inf = Tensor::full(f32::NEG_INFINITY, energy.shape(), energy.device())?;
         let energy = state.mask.ne(0f32)?.where_cond(&energy, &neg_inf)?;
         let energy = if self.scaling != 1.0 {

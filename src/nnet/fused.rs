@@ -3,8 +3,10 @@
 //! BatchNorm) cost several passes over a `[B, C, T]` tensor where one suffices. These kernels
 //! are for eval mode only (no autograd); other devices and dtypes use the composed ops.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
+
+use super::fastmath;
 
 /// `max(x + bias[c], 0) * scale[c] + shift[c]` over `[B, C, T]` (per channel `c`): a
 /// convolution's bias, ReLU, then eval-mode BatchNorm (SpeechBrain's TDNN block order), in one
@@ -88,6 +90,179 @@ impl CustomOp1 for BiasReluAffine {
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// The energies of SpeechBrain's `LocationAwareAttention` in one pass:
+/// `e[b, t] = v . tanh(enc_h[b, t] + dec_bias[b] + w_loc conv[b, :, t])`, i.e.
+/// `mlp_attn(tanh(enc_h + mlp_dec(dec) + mlp_loc(conv_loc(prev_attn))))` with `dec_bias`
+/// holding `mlp_dec(dec) + mlp_loc.bias`. The `[B, T, attn_dim]` sums and their `tanh` are never
+/// stored (candle would make four passes over them, with libm's scalar `tanh`), which is most of
+/// a beam-search step's time. CPU, f32, eval only.
+///
+/// Shapes: `enc_h` `[B or 1, T, A]`, `dec_bias` `[B, A]`, `conv` `[B, C, T]`, `w_loc` `[A, C]`,
+/// `v` `[1, A]`; returns `[B, T]`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let enc_h = Tensor::new(&[[[0.5f32, -1.0], [0.0, 2.0]]], &dev).unwrap(); // [1, T=2, A=2]
+/// let dec_bias = Tensor::new(&[[0.1f32, 0.2]], &dev).unwrap(); // [1, 2]
+/// let conv = Tensor::new(&[[[1f32, 0.0]]], &dev).unwrap(); // [1, C=1, 2]
+/// let w_loc = Tensor::new(&[[1f32], [0.0]], &dev).unwrap(); // [2, 1]
+/// let v = Tensor::new(&[[1f32, 1.0]], &dev).unwrap();
+/// let e = voxbrain::nnet::fused::location_energies(&enc_h, &dec_bias, &conv, &w_loc, &v).unwrap();
+/// let want = [1.6f32.tanh() + (-0.8f32).tanh(), 0.1f32.tanh() + 2.2f32.tanh()];
+/// for (g, w) in e.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(want) {
+///     assert!((g - w).abs() < 1e-6);
+/// }
+/// ```
+pub fn location_energies(
+    enc_h: &Tensor,
+    dec_bias: &Tensor,
+    conv: &Tensor,
+    w_loc: &Tensor,
+    v: &Tensor,
+) -> Result<Tensor> {
+    let (be, t, a) = enc_h.dims3()?;
+    let (b, c, tc) = conv.dims3()?;
+    if dec_bias.dims() != [b, a] || tc != t || w_loc.dims() != [a, c] || v.elem_count() != a {
+        candle_core::bail!(
+            "location_energies: shapes enc_h {:?}, dec_bias {:?}, conv {:?}, w_loc {:?}, v {:?} \
+             do not fit",
+            enc_h.dims(),
+            dec_bias.dims(),
+            conv.dims(),
+            w_loc.dims(),
+            v.dims()
+        );
+    }
+    if be != b && be != 1 {
+        candle_core::bail!("location_energies: enc_h has {be} sequences, expected {b} or 1");
+    }
+    let enc_h = enc_h.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = enc_h.storage_and_layout();
+    let enc = match &*storage {
+        // Borrowed, not copied: it is the largest input (`[beams, T, A]`, every step).
+        Storage::Cpu(CpuStorage::F32(v)) => {
+            &v[layout.start_offset()..layout.start_offset() + be * t * a]
+        }
+        _ => candle_core::bail!("location_energies: enc_h must be a CPU tensor"),
+    };
+    let dec = f32_vec(dec_bias)?;
+    let conv = f32_vec(&conv.transpose(1, 2)?)?; // [B, T, C]
+    let wt = f32_vec(&w_loc.t()?)?; // [C, A]
+    let v = f32_vec(v)?;
+    let k = Kernel {
+        a,
+        c,
+        wt: &wt,
+        v: &v,
+    };
+    let mut out = vec![0f32; b * t];
+    const ROWS: usize = 8;
+    out.par_chunks_mut(ROWS).enumerate().for_each(|(i, o)| {
+        let r0 = i * ROWS;
+        let rows: Vec<(&[f32], &[f32], &[f32])> = (r0..r0 + o.len())
+            .map(|r| {
+                let (bi, ti) = (r / t, r % t);
+                let e = if be == 1 { ti } else { r };
+                (
+                    &enc[e * a..(e + 1) * a],
+                    &dec[bi * a..(bi + 1) * a],
+                    &conv[r * c..(r + 1) * c],
+                )
+            })
+            .collect();
+        k.rows(&rows, o);
+    });
+    Tensor::from_vec(out, (b, t), enc_h.device())
+}
+
+/// A tensor's values as one contiguous f32 vector (a copy).
+fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+struct Kernel<'a> {
+    a: usize,
+    c: usize,
+    wt: &'a [f32],
+    v: &'a [f32],
+}
+
+impl Kernel<'_> {
+    /// Runs the rows with the widest SIMD the CPU has (the loops are written so that the
+    /// compiler vectorises them for the enabled target features).
+    fn rows(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                return unsafe { self.rows_avx512(rows, out) };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                return unsafe { self.rows_avx2(rows, out) };
+            }
+        }
+        self.rows_generic(rows, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
+        self.rows_generic(rows, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
+        self.rows_generic(rows, out)
+    }
+
+    #[inline(always)]
+    fn rows_generic(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
+        for ((enc, dec, conv), o) in rows.iter().zip(out.iter_mut()) {
+            *o = self.row(enc, dec, conv);
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, enc: &[f32], dec: &[f32], conv: &[f32]) -> f32 {
+        const L: usize = 16;
+        let (a, c) = (self.a, self.c);
+        let mut acc = [0f32; L];
+        let full = a / L * L;
+        // Fixed-size blocks (no bounds checks inside) so that each block is a few vector ops.
+        let block = |s: &[f32], j0: usize| -> [f32; L] {
+            s[j0..j0 + L].try_into().expect("a block of L values")
+        };
+        for j0 in (0..full).step_by(L) {
+            let (e, d, v) = (block(enc, j0), block(dec, j0), block(self.v, j0));
+            let mut pre = [0f32; L];
+            for l in 0..L {
+                pre[l] = e[l] + d[l];
+            }
+            for (ci, &cv) in conv.iter().enumerate().take(c) {
+                let w = block(self.wt, ci * a + j0);
+                for l in 0..L {
+                    pre[l] += cv * w[l];
+                }
+            }
+            for l in 0..L {
+                acc[l] += fastmath::tanh(pre[l]) * v[l];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for j in full..a {
+            let mut p = enc[j] + dec[j];
+            for (ci, &cv) in conv.iter().enumerate().take(c) {
+                p += cv * self.wt[ci * a + j];
+            }
+            sum += fastmath::tanh(p) * self.v[j];
+        }
+        sum
     }
 }
 

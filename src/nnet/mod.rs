@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod cnn;
 pub mod embedding;
+pub mod fastmath;
 pub mod fused;
 pub mod linear;
 pub mod normalization;
@@ -26,13 +27,26 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let rows: usize = lead.iter().product();
     let d_out = weight.dim(0)?;
     let x2 = x.reshape((rows, d_in))?;
-    let mut y = x2.matmul(&weight.t()?)?;
+    let mut y = matmul_wt(&x2, weight)?;
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }
     let mut out_shape = lead;
     out_shape.push(d_out);
     y.reshape(out_shape)
+}
+
+/// `x @ weight^T` for `x` `[rows, in]` and `weight` `[out, in]`. With few rows and a large
+/// weight (beam search: 80 hypotheses against an LSTM's `[8192, 2048]`) candle's CPU GEMM spends
+/// most of its time re-packing the transposed weight; `(weight @ x^T)^T` reads the weight in its
+/// stored layout and is ~2x faster there. Elsewhere the plain product is as fast or faster.
+pub fn matmul_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (rows, d_in) = x.dims2()?;
+    let d_out = weight.dim(0)?;
+    if rows <= 128 && d_in * d_out >= 1 << 20 && x.device().is_cpu() {
+        return weight.matmul(&x.t()?.contiguous()?)?.t()?.contiguous();
+    }
+    x.matmul(&weight.t()?)
 }
 
 /// A parameter as used in a forward pass: itself in training mode (gradients flow to the

@@ -56,7 +56,7 @@ impl LstmCell {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let t_len = x.dim(1)?;
         let w_ih = param(&self.w_ih, train);
-        let w_hh_t = param(&self.w_hh, train).t()?;
+        let w_hh = param(&self.w_hh, train);
         let bias = match &self.bias {
             Some((bi, bh)) => Some((param(bi, train) + param(bh, train))?),
             None => None,
@@ -68,7 +68,7 @@ impl LstmCell {
         let mut outs: Vec<Tensor> = Vec::with_capacity(t_len);
         for step in 0..t_len {
             let t = if reverse { t_len - 1 - step } else { step };
-            let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(&w_hh_t)?)?;
+            let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + super::matmul_wt(&h, &w_hh)?)?;
             let i = sigmoid(&gates.narrow(1, 0, hidden)?)?;
             let f = sigmoid(&gates.narrow(1, hidden, hidden)?)?;
             let g = gates.narrow(1, 2 * hidden, hidden)?.tanh()?;
