@@ -2,6 +2,37 @@
 //! which candle calls element by element, do not). Accuracy: `exp` within ~2 ulp, `tanh`
 //! within ~2e-7 absolute (see the tests), close to torch's vectorised SLEEF functions.
 
+/// Defines `fn $name(args) -> ret` that runs `$generic` (an `#[inline(always)]` function
+/// written so that the compiler vectorises it) compiled for AVX-512 or AVX2+FMA when the CPU
+/// has them (checked at run time), else for the baseline target.
+macro_rules! simd_dispatch {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:path) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two (Cody-Waite) so that `x - k ln2` is exact for the k that occur.
 const LN2_HI: f32 = 0.693_359_4;

@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::fastmath;
+use super::fastmath::{self, simd_dispatch};
 
 /// `max(x + bias[c], 0) * scale[c] + shift[c]` over `[B, C, T]` (per channel `c`): a
 /// convolution's bias, ReLU, then eval-mode BatchNorm (SpeechBrain's TDNN block order), in one
@@ -163,7 +163,7 @@ pub fn location_energies(
     const ROWS: usize = 8;
     out.par_chunks_mut(ROWS).enumerate().for_each(|(i, o)| {
         let r0 = i * ROWS;
-        let rows: Vec<(&[f32], &[f32], &[f32])> = (r0..r0 + o.len())
+        let rows: Vec<EnergyRow> = (r0..r0 + o.len())
             .map(|r| {
                 let (bi, ti) = (r / t, r % t);
                 let e = if be == 1 { ti } else { r };
@@ -174,14 +174,111 @@ pub fn location_energies(
                 )
             })
             .collect();
-        k.rows(&rows, o);
+        energy_rows(&k, &rows, o);
     });
     Tensor::from_vec(out, (b, t), enc_h.device())
+}
+
+/// PyTorch's LSTM cell update from pre-activation gates (order `i, f, g, o`) in one pass:
+/// `c = sigmoid(f) * c0 + sigmoid(i) * tanh(g)`, `h = sigmoid(o) * tanh(c)`, with vectorised
+/// `exp`/`tanh` (candle would take ~15 ops, each a pass with libm's scalar functions). Gates are
+/// `[B, 4H]` with `c0` `[B, H]`, or, with `transposed`, `[4H, B]` with `c0` `[H, B]`; returns
+/// `(h, c)` in `c0`'s layout. CPU, f32, eval only.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let gates = Tensor::new(&[[0.5f32, -1.0, 2.0, 0.3]], &dev).unwrap(); // B = 1, H = 1
+/// let c0 = Tensor::new(&[[0.7f32]], &dev).unwrap();
+/// let (h, c) = voxbrain::nnet::fused::lstm_pointwise(&gates, &c0, false).unwrap();
+/// let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+/// let want_c = sig(-1.0) * 0.7 + sig(0.5) * 2f32.tanh();
+/// let c = c.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+/// let h = h.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+/// assert!((c - want_c).abs() < 1e-6 && (h - sig(0.3) * want_c.tanh()).abs() < 1e-6);
+/// ```
+pub fn lstm_pointwise(gates: &Tensor, c0: &Tensor, transposed: bool) -> Result<(Tensor, Tensor)> {
+    let (r, q) = c0.dims2()?;
+    let want = if transposed { [4 * r, q] } else { [r, 4 * q] };
+    if gates.dims() != want {
+        candle_core::bail!(
+            "lstm_pointwise: gates {:?} do not fit c0 {:?} (transposed: {transposed})",
+            gates.dims(),
+            c0.dims()
+        );
+    }
+    let g = f32_vec(gates)?;
+    let c0v = f32_vec(c0)?;
+    let n = r * q;
+    let mut out = vec![0f32; 2 * n];
+    let (hs, cs) = out.split_at_mut(n);
+    // Runs of state elements whose four gates are contiguous slices: a row of `[B, 4H]`, or
+    // a chunk of `[4H, B]` (where gate k is the block k*n..(k+1)*n).
+    const CHUNK: usize = 4096;
+    let (run, stride) = if transposed {
+        (CHUNK.min(n.max(1)), n)
+    } else {
+        (q, q)
+    };
+    let gate_at = |start: usize, k: usize| {
+        if transposed {
+            k * stride + start
+        } else {
+            (start / q) * 4 * q + k * q
+        }
+    };
+    let task = |ti: usize, h: &mut [f32], c: &mut [f32]| {
+        let s0 = ti * run;
+        let len = h.len();
+        let gs = |k: usize| &g[gate_at(s0, k)..gate_at(s0, k) + len];
+        lstm_cell_rows([gs(0), gs(1), gs(2), gs(3)], &c0v[s0..s0 + len], h, c);
+    };
+    if n == 0 {
+    } else if n <= CHUNK {
+        for (ti, (h, c)) in hs.chunks_mut(run).zip(cs.chunks_mut(run)).enumerate() {
+            task(ti, h, c);
+        }
+    } else {
+        hs.par_chunks_mut(run)
+            .zip(cs.par_chunks_mut(run))
+            .enumerate()
+            .for_each(|(ti, (h, c))| task(ti, h, c));
+    }
+    let both = Tensor::from_vec(out, (2, r, q), c0.device())?;
+    Ok((both.get(0)?, both.get(1)?))
+}
+
+simd_dispatch!(fn lstm_cell_rows(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f32])
+    => lstm_cell_rows_generic);
+
+#[inline(always)]
+fn lstm_cell_rows_generic(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f32]) {
+    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let n = h.len();
+    let (gi, gf, gg, go, c0) = (&g[0][..n], &g[1][..n], &g[2][..n], &g[3][..n], &c0[..n]);
+    let c = &mut c[..n];
+    for j in 0..n {
+        let cj = sig(gf[j]) * c0[j] + sig(gi[j]) * fastmath::tanh(gg[j]);
+        c[j] = cj;
+        h[j] = sig(go[j]) * fastmath::tanh(cj);
+    }
 }
 
 /// A tensor's values as one contiguous f32 vector (a copy).
 fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+type EnergyRow<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
+simd_dispatch!(fn energy_rows(k: &Kernel, rows: &[EnergyRow], out: &mut [f32])
+    => energy_rows_generic);
+
+#[inline(always)]
+fn energy_rows_generic(k: &Kernel, rows: &[EnergyRow], out: &mut [f32]) {
+    for ((enc, dec, conv), o) in rows.iter().zip(out.iter_mut()) {
+        *o = k.row(enc, dec, conv);
+    }
 }
 
 struct Kernel<'a> {
@@ -192,42 +289,6 @@ struct Kernel<'a> {
 }
 
 impl Kernel<'_> {
-    /// Runs the rows with the widest SIMD the CPU has (the loops are written so that the
-    /// compiler vectorises them for the enabled target features).
-    fn rows(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked above).
-                return unsafe { self.rows_avx512(rows, out) };
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                return unsafe { self.rows_avx2(rows, out) };
-            }
-        }
-        self.rows_generic(rows, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows_avx512(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
-        self.rows_generic(rows, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
-        self.rows_generic(rows, out)
-    }
-
-    #[inline(always)]
-    fn rows_generic(&self, rows: &[(&[f32], &[f32], &[f32])], out: &mut [f32]) {
-        for ((enc, dec, conv), o) in rows.iter().zip(out.iter_mut()) {
-            *o = self.row(enc, dec, conv);
-        }
-    }
-
     #[inline(always)]
     fn row(&self, enc: &[f32], dec: &[f32], conv: &[f32]) -> f32 {
         const L: usize = 16;

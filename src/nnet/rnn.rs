@@ -8,7 +8,7 @@
 //! The input projection of a whole sequence is one GEMM; only the recurrent product runs per
 //! step.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::{linear, param, Dropout};
@@ -61,20 +61,30 @@ impl LstmCell {
             Some((bi, bh)) => Some((param(bi, train) + param(bh, train))?),
             None => None,
         };
+        let hidden = h0.dim(1)?;
+        // Eval on the CPU: the gate nonlinearities in one vectorised pass (no autograd).
+        let fused = !train && x.device().is_cpu() && x.dtype() == DType::F32;
+        if t_len == 1 && x.dim(0)? <= 128 && x.device().is_cpu() {
+            let (w, b) = ((&w_ih, &w_hh), bias.as_ref());
+            return Self::step_transposed(x, w, b, &h0, &c0, hidden, fused);
+        }
         // Input projections of every step at once: one GEMM instead of T small ones.
         let xw = linear(x, &w_ih, bias.as_ref())?;
-        let hidden = h0.dim(1)?;
         let (mut h, mut c) = (h0, c0);
         let mut outs: Vec<Tensor> = Vec::with_capacity(t_len);
         for step in 0..t_len {
             let t = if reverse { t_len - 1 - step } else { step };
             let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + super::matmul_wt(&h, &w_hh)?)?;
-            let i = sigmoid(&gates.narrow(1, 0, hidden)?)?;
-            let f = sigmoid(&gates.narrow(1, hidden, hidden)?)?;
-            let g = gates.narrow(1, 2 * hidden, hidden)?.tanh()?;
-            let o = sigmoid(&gates.narrow(1, 3 * hidden, hidden)?)?;
-            c = ((f * &c)? + (i * g)?)?;
-            h = (o * c.tanh()?)?;
+            if fused {
+                (h, c) = super::fused::lstm_pointwise(&gates, &c, false)?;
+            } else {
+                let i = sigmoid(&gates.narrow(1, 0, hidden)?)?;
+                let f = sigmoid(&gates.narrow(1, hidden, hidden)?)?;
+                let g = gates.narrow(1, 2 * hidden, hidden)?.tanh()?;
+                let o = sigmoid(&gates.narrow(1, 3 * hidden, hidden)?)?;
+                c = ((f * &c)? + (i * g)?)?;
+                h = (o * c.tanh()?)?;
+            }
             outs.push(h.clone());
         }
         if reverse {
@@ -86,6 +96,40 @@ impl LstmCell {
             Tensor::stack(&outs, 1)?
         };
         Ok((out, h, c))
+    }
+}
+
+impl LstmCell {
+    /// One step for a few sequences (beam search's language model: 80 hypotheses, 2048 units)
+    /// in the transposed layout `gates^T = W_ih x^T + W_hh h^T` (`[4H, B]`): the weights are
+    /// read as stored (no re-packing in the GEMM) and each gate is a contiguous block.
+    fn step_transposed(
+        x: &Tensor,
+        (w_ih, w_hh): (&Tensor, &Tensor),
+        bias: Option<&Tensor>,
+        h0: &Tensor,
+        c0: &Tensor,
+        hidden: usize,
+        fused: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let xt = x.squeeze(1)?.t()?.contiguous()?; // [I, B]
+        let ht = h0.t()?.contiguous()?; // [H, B]
+        let mut g = (w_ih.matmul(&xt)? + w_hh.matmul(&ht)?)?; // [4H, B]
+        if let Some(b) = bias {
+            g = g.broadcast_add(&b.unsqueeze(1)?)?;
+        }
+        let (h, c) = if fused {
+            super::fused::lstm_pointwise(&g, &c0.t()?, true)?
+        } else {
+            let i = sigmoid(&g.narrow(0, 0, hidden)?)?;
+            let f = sigmoid(&g.narrow(0, hidden, hidden)?)?;
+            let gg = g.narrow(0, 2 * hidden, hidden)?.tanh()?;
+            let o = sigmoid(&g.narrow(0, 3 * hidden, hidden)?)?;
+            let c = ((f * c0.t()?)? + (i * gg)?)?;
+            ((o * c.tanh()?)?, c)
+        };
+        let (h, c) = (h.t()?.contiguous()?, c.t()?.contiguous()?); // [B, H]
+        Ok((h.unsqueeze(1)?, h, c))
     }
 }
 
