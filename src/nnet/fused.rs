@@ -353,4 +353,67 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("5 entries"));
         Ok(())
     }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn lstm_pointwise_equals_composed_ops_in_both_layouts() -> Result<()> {
+        let dev = Device::Cpu;
+        // 3 x 2000 = 6000 states: more than one parallel chunk.
+        for (b, h) in [(3usize, 2000usize), (2, 7)] {
+            let gates = (Tensor::randn(0f32, 1.0, (b, 4 * h), &dev)? * 3.0)?;
+            let c0 = Tensor::randn(0f32, 1.0, (b, h), &dev)?;
+            let sig = |t: Tensor| candle_nn::ops::sigmoid(&t);
+            let i = sig(gates.narrow(1, 0, h)?)?;
+            let f = sig(gates.narrow(1, h, h)?)?;
+            let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+            let o = sig(gates.narrow(1, 3 * h, h)?)?;
+            let c = ((f * &c0)? + (i * g)?)?;
+            let hh = (o * c.tanh()?)?;
+            let (h1, c1) = lstm_pointwise(&gates, &c0, false)?;
+            assert!(max_diff(&h1, &hh) < 1e-6 && max_diff(&c1, &c) < 1e-6);
+            // The transposed layout: gates [4H, B], state [H, B].
+            let (h2, c2) = lstm_pointwise(&gates.t()?.contiguous()?, &c0.t()?.contiguous()?, true)?;
+            assert!(max_diff(&h2.t()?, &hh) < 1e-6 && max_diff(&c2.t()?, &c) < 1e-6);
+        }
+        assert!(lstm_pointwise(
+            &Tensor::zeros((2, 8), DType::F32, &dev)?,
+            &Tensor::zeros((2, 3), DType::F32, &dev)?,
+            false
+        )
+        .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn location_energies_equal_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        // A = 37: two 16-wide blocks and a scalar tail.
+        let (b, t, a, c) = (4usize, 9usize, 37usize, 3usize);
+        for be in [b, 1] {
+            let enc_h = Tensor::randn(0f32, 1.0, (be, t, a), &dev)?;
+            let dec_bias = Tensor::randn(0f32, 1.0, (b, a), &dev)?;
+            let conv = Tensor::randn(0f32, 1.0, (b, c, t), &dev)?;
+            let w_loc = Tensor::randn(0f32, 1.0, (a, c), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (1, a), &dev)?;
+            let loc = conv.transpose(1, 2)?.broadcast_matmul(&w_loc.t()?)?; // [B, T, A]
+            let e = enc_h
+                .broadcast_add(&dec_bias.unsqueeze(1)?)?
+                .broadcast_add(&loc)?
+                .tanh()?;
+            let want = e.broadcast_matmul(&v.t()?)?.squeeze(2)?;
+            let got = location_energies(&enc_h, &dec_bias, &conv, &w_loc, &v)?;
+            assert!(max_diff(&got, &want) < 2e-5, "{}", max_diff(&got, &want));
+        }
+        Ok(())
+    }
 }
