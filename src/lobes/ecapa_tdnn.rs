@@ -8,6 +8,7 @@ use candle_nn::VarBuilder;
 
 use crate::nnet::cnn::Conv1d;
 use crate::nnet::normalization::BatchNorm1d;
+use crate::nnet::stats_pooling::weighted_mean_std;
 use crate::pretrained::hparams::{Object, Value};
 
 /// ECAPA-TDNN hyperparameters (SpeechBrain's constructor arguments and defaults).
@@ -301,6 +302,15 @@ impl AttentiveStatisticsPooling {
     }
     fn forward(&self, x: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor> {
         let l = x.dim(2)?;
+        if !train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // Valid frames as length_mask counts them: t < len * L in f32.
+            let valid: Vec<usize> = (lengths.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter())
+                .map(|&r| (0..l).filter(|&t| (t as f32) < r * l as f32).count())
+                .collect();
+            if valid.iter().all(|&n| n > 0) {
+                return self.forward_eval_cpu(x, &valid);
+            }
+        }
         let mask = length_mask(lengths, l)?; // [B,1,L]
         let hidden = if self.global_context {
             // SpeechBrain concatenates [x, mean, std] repeated over time (3C channels); the
@@ -319,6 +329,19 @@ impl AttentiveStatisticsPooling {
         let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
         let (mean, std) = weighted_stats(x, &attn)?;
         Tensor::cat(&[mean, std], 1)?.unsqueeze(2)
+    }
+
+    /// Eval on the CPU: the same computation with the masked statistics and the masked
+    /// softmax + weighted statistics each in one pass per channel.
+    fn forward_eval_cpu(&self, x: &Tensor, valid: &[usize]) -> Result<Tensor> {
+        let hidden = if self.global_context {
+            let context = weighted_mean_std(x, None, valid)?; // [B, 2C]: mean, std
+            self.tdnn.forward_with_context(x, &context, false)?
+        } else {
+            self.tdnn.forward(x, false)?
+        };
+        let attn = self.conv.forward_mode(&hidden.tanh()?, false)?;
+        weighted_mean_std(x, Some(&attn), valid)?.unsqueeze(2)
     }
 }
 

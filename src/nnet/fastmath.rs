@@ -46,8 +46,13 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// ```
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.0);
-    let k = (x * LOG2E).round_ties_even();
+    let x = x.clamp(-87.3, 88.0); // NaN stays NaN
+                                  // Round x / ln2 to an integer by adding 1.5 * 2^23 (the FPU rounds to nearest); the integer
+                                  // is then also in the low mantissa bits. No float-to-int cast: Rust's saturating `as`
+                                  // (with its NaN check) would keep the loop from vectorising.
+    const MAGIC: f32 = 12_582_912.0;
+    let kf = x * LOG2E + MAGIC;
+    let k = kf - MAGIC;
     let r = x - k * LN2_HI - k * LN2_LO; // |r| <= ln2 / 2
                                          // Taylor series of e^r to r^7 (truncation error < 6e-9 relative on |r| <= 0.35).
     let p = 1.0 / 5040.0;
@@ -58,7 +63,8 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    let ki = (kf.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    p * f32::from_bits((ki.wrapping_add(127) << 23) as u32)
 }
 
 /// `tanh(x)`: the odd Taylor series up to x^15 for |x| < 0.5 (no cancellation near 0), else
@@ -106,5 +112,6 @@ mod tests {
         assert_eq!(super::tanh(-100.0), -1.0);
         assert_eq!(super::tanh(0.0), 0.0);
         assert!(super::exp(-200.0) >= 0.0 && super::exp(-200.0) < 1e-37);
+        assert!(super::exp(f32::NAN).is_nan() && super::tanh(f32::NAN).is_nan());
     }
 }

@@ -11,6 +11,7 @@ pub mod linear;
 pub mod normalization;
 pub mod rnn;
 pub mod rnn_decoder;
+pub mod stats_pooling;
 pub mod transformer;
 
 use candle_core::{Result, Tensor};
