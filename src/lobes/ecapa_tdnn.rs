@@ -205,7 +205,8 @@ impl SeBlock {
             conv2: Conv1d::new(se, c, 1, 1, 1, vb.pp("conv2"))?,
         })
     }
-    fn forward(&self, x: &Tensor, lengths: Option<&Tensor>, train: bool) -> Result<Tensor> {
+    /// The excitation `[B, C, 1]` (the gate `forward` multiplies `x` by).
+    fn gate(&self, x: &Tensor, lengths: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let l = x.dim(2)?;
         let s = match lengths {
             Some(lens) => {
@@ -218,8 +219,7 @@ impl SeBlock {
             None => x.mean_keepdim(2)?,
         };
         let s = self.conv1.forward_mode(&s, train)?.relu()?;
-        let s = candle_nn::ops::sigmoid(&self.conv2.forward_mode(&s, train)?)?;
-        s.broadcast_mul(x)
+        candle_nn::ops::sigmoid(&self.conv2.forward_mode(&s, train)?)
     }
 }
 
@@ -265,8 +265,12 @@ impl SeRes2NetBlock {
         let y = self.tdnn1.forward(x, train)?;
         let y = self.res2net.forward(&y, train)?;
         let y = self.tdnn2.forward(&y, train)?;
-        let y = self.se.forward(&y, lengths, train)?;
-        y + residual
+        let gate = self.se.gate(&y, lengths, train)?;
+        if train {
+            return gate.broadcast_mul(&y)? + residual;
+        }
+        // Eval: the gate and the residual connection in one pass.
+        crate::nnet::fused::scale_add(&y, &gate, &residual)
     }
 }
 

@@ -3,7 +3,9 @@
 //! BatchNorm) cost several passes over a `[B, C, T]` tensor where one suffices. These kernels
 //! are for eval mode only (no autograd); other devices and dtypes use the composed ops.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 use super::fastmath::{self, simd_dispatch};
@@ -90,6 +92,73 @@ impl CustomOp1 for BiasReluAffine {
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// `x * scale[b, c] + residual` over `[B, C, T]` in one pass on the CPU (a squeeze-excitation
+/// gate followed by a residual connection); `scale` is `[B, C]` or `[B, C, 1]`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let x = Tensor::new(&[[[1f32, 2.0], [3.0, 4.0]]], &dev).unwrap();
+/// let s = Tensor::new(&[[2f32, 0.5]], &dev).unwrap();
+/// let y = voxbrain::nnet::fused::scale_add(&x, &s, &x).unwrap();
+/// assert_eq!(y.to_vec3::<f32>().unwrap(), vec![vec![vec![3.0, 6.0], vec![4.5, 6.0]]]);
+/// ```
+pub fn scale_add(x: &Tensor, scale: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    let (b, c, _) = x.dims3()?;
+    if scale.elem_count() != b * c || residual.dims() != x.dims() {
+        candle_core::bail!(
+            "scale_add: x {:?}, scale {:?}, residual {:?}",
+            x.dims(),
+            scale.dims(),
+            residual.dims()
+        );
+    }
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        let op = ScaleAdd(f32_vec(scale)?);
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(&residual.contiguous()?, &op);
+    }
+    x.broadcast_mul(&scale.reshape((b, c, 1))?)? + residual
+}
+
+struct ScaleAdd(Vec<f32>);
+
+impl CustomOp2 for ScaleAdd {
+    fn name(&self) -> &'static str {
+        "scale-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = match (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) {
+            (CpuStorage::F32(x), CpuStorage::F32(r), Some((a0, a1)), Some((b0, b1))) => {
+                (&x[a0..a1], &r[b0..b1])
+            }
+            _ => candle_core::bail!("scale-add: contiguous f32 inputs expected"),
+        };
+        let (_, _, t) = l1.shape().dims3()?;
+        let mut out = vec![0f32; x.len()];
+        if t > 0 {
+            out.par_chunks_mut(t)
+                .zip(x.par_chunks(t).zip(r.par_chunks(t)))
+                .enumerate()
+                .for_each(|(row, (o, (x, r)))| {
+                    let s = self.0[row];
+                    for ((o, x), r) in o.iter_mut().zip(x).zip(r) {
+                        *o = x * s + r;
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
