@@ -2,8 +2,9 @@
 //! SpeechBrain's "same" padding, which pads in **reflect** mode by default (candle's conv1d
 //! only zero-pads, so the padding is done here).
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 /// How the time axis is padded before the convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,21 @@ impl Conv1d {
     /// The convolution without its bias (callers that fuse the bias into a later op).
     pub fn forward_unbiased(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (l, r) = self.pads();
+        let k = self.kernel_size;
+        if !train
+            && k > 1
+            && l == r
+            && self.groups == 1
+            && self.stride == 1
+            && self.padding == Padding::Same(PaddingMode::Reflect)
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+        {
+            // Eval on the CPU: the reflect-padded, shifted copies straight into the GEMM's input.
+            let cols = im2col_reflect(x, k, self.dilation, l)?;
+            let w = self.weight.detach();
+            return pointwise(&cols, &w.reshape((w.dim(0)?, w.dim(1)? * k))?);
+        }
         let x = match self.padding {
             Padding::Same(PaddingMode::Reflect) if l + r > 0 => reflect_pad(x, l, r)?,
             Padding::Same(PaddingMode::Replicate) if l + r > 0 => {
@@ -212,6 +228,50 @@ impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_t(x)
     }
+}
+
+/// `[B, C, T]` -> `[B, C*k, T]`: row `c*k + j` is channel `c` shifted by `j*dilation - pad`
+/// frames, reflect-padded at both ends (torch's "reflect": the edge sample is not repeated), i.e.
+/// what [`reflect_pad`] followed by stacking the `k` dilated shifts gives, in one pass.
+fn im2col_reflect(x: &Tensor, k: usize, dilation: usize, pad: usize) -> Result<Tensor> {
+    let (b, c, t) = x.dims3()?;
+    if pad >= t {
+        candle_core::bail!(
+            "reflect padding of {pad}/{pad} needs more than {t} frames (input too short)"
+        );
+    }
+    if dilation * (k - 1) != 2 * pad {
+        candle_core::bail!(
+            "im2col_reflect: kernel span {} with padding {pad}",
+            dilation * (k - 1) + 1
+        );
+    }
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; b * c * k * t];
+    // Source index of output frame `i` for a shift of `off` (reflect at both ends).
+    let src = |i: usize, off: usize| -> usize {
+        let p = i + off; // position in the padded signal
+        if p < pad {
+            pad - p
+        } else if p - pad >= t {
+            2 * (t - 1) - (p - pad)
+        } else {
+            p - pad
+        }
+    };
+    out.par_chunks_mut(t).enumerate().for_each(|(row, o)| {
+        let (bc, j) = (row / k, row % k);
+        let x = &xs[bc * t..(bc + 1) * t];
+        let off = j * dilation;
+        // Interior: a straight copy; only the first/last `pad` frames reflect.
+        let lo = pad.saturating_sub(off).min(t);
+        let hi = (t + pad).saturating_sub(off).min(t).max(lo);
+        o[lo..hi].copy_from_slice(&x[lo + off - pad..hi + off - pad]);
+        for i in (0..lo).chain(hi..t) {
+            o[i] = x[src(i, off)];
+        }
+    });
+    Tensor::from_vec(out, (b, c * k, t), x.device())
 }
 
 /// Reflect padding of the last axis (`torch.nn.functional.pad(mode="reflect")`): the edge
@@ -317,4 +377,34 @@ pub fn max_pool_axis(x: &Tensor, axis: usize, kernel: usize) -> Result<Tensor> {
     split.push(kernel);
     split.extend_from_slice(&dims[axis + 1..]);
     x.contiguous()?.reshape(split)?.max(axis + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn im2col_reflect_equals_pad_then_stack() -> Result<()> {
+        for (t, k, d) in [(9usize, 3usize, 1usize), (9, 3, 4), (5, 5, 1), (7, 3, 3)] {
+            let pad = d * (k - 1) / 2;
+            let x = Tensor::randn(0f32, 1.0, (2, 3, t), &Device::Cpu)?;
+            let padded = reflect_pad(&x, pad, pad)?;
+            let shifts: Vec<Tensor> = (0..k)
+                .map(|j| padded.narrow(2, j * d, t))
+                .collect::<Result<_>>()?;
+            let want = Tensor::stack(&shifts, 2)?.reshape((2, 3 * k, t))?;
+            let got = im2col_reflect(&x, k, d, pad)?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "t {t} k {k} d {d}");
+        }
+        assert!(im2col_reflect(
+            &Tensor::zeros((1, 1, 4), DType::F32, &Device::Cpu)?,
+            3,
+            4,
+            4
+        )
+        .is_err());
+        Ok(())
+    }
 }
