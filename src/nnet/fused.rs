@@ -31,11 +31,10 @@ pub fn bias_relu_affine(
 ) -> Result<Tensor> {
     let (_, c, _) = x.dims3()?;
     if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
-        let vec = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
         let op = BiasReluAffine {
-            bias: bias.map(vec).transpose()?,
-            scale: vec(scale)?,
-            shift: vec(shift)?,
+            bias: bias.map(f32_vec).transpose()?,
+            scale: f32_vec(scale)?,
+            shift: f32_vec(shift)?,
         };
         if op.scale.len() != c
             || op.shift.len() != c
@@ -334,7 +333,7 @@ fn lstm_cell_rows_generic(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f3
 }
 
 /// A tensor's values as one contiguous f32 vector (a copy).
-fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 

@@ -7,6 +7,7 @@ use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use super::fastmath::{self, simd_dispatch};
+use super::fused::f32_vec;
 
 /// SpeechBrain's clamp of the variance before the square root.
 const EPS: f32 = 1e-12;
@@ -36,9 +37,8 @@ pub fn weighted_mean_std(x: &Tensor, logits: Option<&Tensor>, valid: &[usize]) -
             );
         }
     }
-    let vec = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
-    let xs = vec(x)?;
-    let gs = logits.map(vec).transpose()?;
+    let xs = f32_vec(x)?;
+    let gs = logits.map(f32_vec).transpose()?;
     let mut out = vec![0f32; b * 2 * c];
     out.par_chunks_mut(2 * c).enumerate().for_each(|(bi, o)| {
         let (means, stds) = o.split_at_mut(c);
