@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod dataio;
 pub mod decoders;
+pub mod fastmath;
 pub mod features;
 pub mod fsutil;
 pub mod inference;

@@ -232,7 +232,7 @@ impl Filterbank {
     pub(crate) fn to_db(&self, x: &mut [f32]) {
         let amin = self.cfg.amin;
         for v in x.iter_mut() {
-            *v = 10.0 * super::fastmath::log10(v.max(amin)) - self.db_offset;
+            *v = 10.0 * crate::fastmath::log10(v.max(amin)) - self.db_offset;
         }
     }
 

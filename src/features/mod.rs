@@ -6,7 +6,6 @@
 //! `10*log10(max(x, 1e-10))` and an 80 dB floor below each utterance's maximum.
 
 mod deltas;
-mod fastmath;
 mod fbank;
 mod filterbank;
 mod normalization;

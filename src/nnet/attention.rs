@@ -81,7 +81,7 @@ impl MultiheadAttention {
                 v.narrow(0, start, n)?,
             );
             let scores = q.matmul(&k.t()?)?;
-            let probs = super::stats_pooling::softmax_last_dim(&scores)?;
+            let probs = super::fused::softmax_last_dim(&scores)?;
             let probs = self.dropout.forward(&probs, train)?;
             parts.push(probs.matmul(&v)?);
             start += n;
@@ -334,7 +334,7 @@ impl LocationAwareAttention {
         } else {
             energy
         };
-        let w = super::stats_pooling::softmax_last_dim(&energy)?;
+        let w = super::fused::softmax_last_dim(&energy)?;
         state.prev_attn = w.detach();
         let context = w.unsqueeze(1)?.matmul(enc_states)?.squeeze(1)?;
         let context = linear(&context, &p(&self.mlp_out.0), Some(&p(&self.mlp_out.1)))?;

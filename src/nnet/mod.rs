@@ -5,7 +5,6 @@
 pub mod attention;
 pub mod cnn;
 pub mod embedding;
-pub mod fastmath;
 pub mod fused;
 pub mod linear;
 pub mod normalization;
