@@ -66,7 +66,7 @@ impl LstmCell {
         let fused = !train && x.device().is_cpu() && x.dtype() == DType::F32;
         if t_len == 1 && x.dim(0)? <= 128 && x.device().is_cpu() {
             let (w, b) = ((&w_ih, &w_hh), bias.as_ref());
-            return Self::step_transposed(x, w, b, &h0, &c0, hidden, fused);
+            return Self::step_transposed(x, w, b, &h0, &c0, fused);
         }
         // Input projections of every step at once: one GEMM instead of T small ones.
         let xw = linear(x, &w_ih, bias.as_ref())?;
@@ -75,16 +75,7 @@ impl LstmCell {
         for step in 0..t_len {
             let t = if reverse { t_len - 1 - step } else { step };
             let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + super::matmul_wt(&h, &w_hh)?)?;
-            if fused {
-                (h, c) = super::fused::lstm_pointwise(&gates, &c, false)?;
-            } else {
-                let i = sigmoid(&gates.narrow(1, 0, hidden)?)?;
-                let f = sigmoid(&gates.narrow(1, hidden, hidden)?)?;
-                let g = gates.narrow(1, 2 * hidden, hidden)?.tanh()?;
-                let o = sigmoid(&gates.narrow(1, 3 * hidden, hidden)?)?;
-                c = ((f * &c)? + (i * g)?)?;
-                h = (o * c.tanh()?)?;
-            }
+            (h, c) = cell_update(&gates, &c, false, fused)?;
             outs.push(h.clone());
         }
         if reverse {
@@ -99,6 +90,30 @@ impl LstmCell {
     }
 }
 
+/// PyTorch's LSTM update `c = σ(f) c0 + σ(i) tanh(g)`, `h = σ(o) tanh(c)` from the gates
+/// (order `i, f, g, o`): `[B, 4H]` with `c0` `[B, H]`, or `transposed` `[4H, B]` with `[H, B]`.
+/// `fused` (eval on the CPU) runs it as one vectorised pass, otherwise as candle ops (autograd).
+fn cell_update(
+    gates: &Tensor,
+    c0: &Tensor,
+    transposed: bool,
+    fused: bool,
+) -> Result<(Tensor, Tensor)> {
+    if fused {
+        return super::fused::lstm_pointwise(gates, c0, transposed);
+    }
+    let (axis, hidden) = if transposed {
+        (0, c0.dim(0)?)
+    } else {
+        (1, c0.dim(1)?)
+    };
+    let gate = |k: usize| gates.narrow(axis, k * hidden, hidden);
+    let (i, f) = (sigmoid(&gate(0)?)?, sigmoid(&gate(1)?)?);
+    let (g, o) = (gate(2)?.tanh()?, sigmoid(&gate(3)?)?);
+    let c = ((f * c0)? + (i * g)?)?;
+    Ok(((o * c.tanh()?)?, c))
+}
+
 impl LstmCell {
     /// One step for a few sequences (beam search's language model: 80 hypotheses, 2048 units)
     /// in the transposed layout `gates^T = W_ih x^T + W_hh h^T` (`[4H, B]`): the weights are
@@ -109,7 +124,6 @@ impl LstmCell {
         bias: Option<&Tensor>,
         h0: &Tensor,
         c0: &Tensor,
-        hidden: usize,
         fused: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let xt = x.squeeze(1)?.t()?.contiguous()?; // [I, B]
@@ -118,16 +132,7 @@ impl LstmCell {
         if let Some(b) = bias {
             g = g.broadcast_add(&b.unsqueeze(1)?)?;
         }
-        let (h, c) = if fused {
-            super::fused::lstm_pointwise(&g, &c0.t()?, true)?
-        } else {
-            let i = sigmoid(&g.narrow(0, 0, hidden)?)?;
-            let f = sigmoid(&g.narrow(0, hidden, hidden)?)?;
-            let gg = g.narrow(0, 2 * hidden, hidden)?.tanh()?;
-            let o = sigmoid(&g.narrow(0, 3 * hidden, hidden)?)?;
-            let c = ((f * c0.t()?)? + (i * gg)?)?;
-            ((o * c.tanh()?)?, c)
-        };
+        let (h, c) = cell_update(&g, &c0.t()?, true, fused)?;
         let (h, c) = (h.t()?.contiguous()?, c.t()?.contiguous()?); // [B, H]
         Ok((h.unsqueeze(1)?, h, c))
     }
@@ -384,5 +389,43 @@ impl GruCellStack {
             inp = h;
         }
         Ok((inp, Tensor::stack(&hidden, 0)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    /// Eval mode (fused kernels, transposed one-step path) equals training mode (candle ops
+    /// with autograd) when dropout is off.
+    #[test]
+    fn eval_kernels_equal_training_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let lstm = Lstm::new(
+            6,
+            20,
+            2,
+            true,
+            0.0,
+            VarBuilder::from_varmap(&vm, DType::F32, &dev),
+        )?;
+        for (b, t) in [(3usize, 7usize), (5, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (b, t, 6), &dev)?;
+            let h0 = Tensor::randn(0f32, 1.0, (4, b, 20), &dev)?;
+            let hx = LstmState {
+                c: (&h0 * 0.5)?,
+                h: h0,
+            };
+            let (ye, se) = lstm.forward(&x, Some(&hx), false)?;
+            let (yt, st) = lstm.forward(&x, Some(&hx), true)?;
+            for (a, b) in [(&ye, &yt), (&se.h, &st.h), (&se.c, &st.c)] {
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-5, "b {b} t {t}: {d}");
+            }
+        }
+        Ok(())
     }
 }
