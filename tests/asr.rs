@@ -377,21 +377,18 @@ fn long_recordings_are_chunked_and_bad_inputs_are_clear_errors() {
 #[test]
 fn transcribe_command_prints_json_lines() {
     let save = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["transcribe", "--source"])
-        .arg(fixture("asr/model"))
-        .arg("--savedir")
-        .arg(save.path())
-        .arg(fixture("asr/utt_0.wav"))
-        .arg(fixture("asr/utt_1.wav"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let transcribe = |files: &[&str]| {
+        let mut cmd = common::voxbrain();
+        cmd.args(["transcribe", "--source"])
+            .arg(fixture("asr/model"))
+            .arg("--savedir")
+            .arg(save.path());
+        for f in files {
+            cmd.arg(fixture(f));
+        }
+        cmd
+    };
+    let out = common::run_ok(&mut transcribe(&["asr/utt_0.wav", "asr/utt_1.wav"]));
     let exp = expected();
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -407,15 +404,7 @@ fn transcribe_command_prints_json_lines() {
         assert_eq!(l["text"], exp["utterances"][i]["beam_text"]);
         assert_eq!(ids(&l["tokens"]), ids(&exp["utterances"][i]["beam"]));
     }
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["transcribe", "--source"])
-        .arg(fixture("asr/model"))
-        .arg("--savedir")
-        .arg(save.path())
-        .arg(fixture("asr/nope.wav"))
-        .output()
-        .unwrap();
+    let bad = transcribe(&["asr/nope.wav"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope.wav"));
 }

@@ -2,13 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{assert_close, fixture, npy};
-
-fn voxbrain() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-}
+use common::{assert_close, fixture, npy, run_ok, voxbrain};
 
 #[test]
 fn help_lists_subcommands() {
@@ -70,16 +64,7 @@ fn fbank_command_reports_bad_input() {
 #[test]
 fn tour_runs_on_bundled_audio() {
     let dir = tempfile::tempdir().unwrap();
-    let out = voxbrain()
-        .args(["tour", "--out-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(voxbrain().args(["tour", "--out-dir"]).arg(dir.path()));
     let feats = voxbrain::npy::read_npy(dir.path().join("speech_0_fbank.npy")).unwrap();
     let want = npy("foundation/fbank40_speech_0.npy");
     assert_close("tour fbank", &feats.data, &want.data, 2e-3, 1e-4);

@@ -143,16 +143,10 @@ fn missing_files_are_named() {
 #[test]
 fn inspect_prints_hparams_and_checkpoint_shapes() {
     let save = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-        .args(["inspect", "--source", &model_dir(), "--savedir"])
-        .arg(save.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::voxbrain()
+            .args(["inspect", "--source", &model_dir(), "--savedir"])
+            .arg(save.path()),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hparams"]["model"], "torch.nn.Sequential");

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{fixture, npy};
 use voxbrain::inference::separation::{make_mixture, SepformerSeparation};
 use voxbrain::metrics::pit_si_snr;
@@ -19,21 +17,15 @@ fn model_dir() -> String {
 #[test]
 fn separate_command_writes_wavs_and_npy() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["separate", "--source", &model_dir(), "--savedir"])
-        .arg(dir.path().join("save"))
-        .arg(fixture("separation/mix_16k.wav"))
-        .arg("--out-dir")
-        .arg(dir.path().join("out"))
-        .arg("--out-npy")
-        .arg(dir.path().join("est.npy"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        common::voxbrain()
+            .args(["separate", "--source", &model_dir(), "--savedir"])
+            .arg(dir.path().join("save"))
+            .arg(fixture("separation/mix_16k.wav"))
+            .arg("--out-dir")
+            .arg(dir.path().join("out"))
+            .arg("--out-npy")
+            .arg(dir.path().join("est.npy")),
     );
     // 16 kHz input to the 8 kHz model: resampled, with a warning.
     assert!(String::from_utf8_lossy(&out.stderr).contains("Resampling"));
@@ -51,8 +43,7 @@ fn separate_command_writes_wavs_and_npy() {
 
 #[test]
 fn separate_command_reports_missing_files() {
-    let out = Command::new(env!("CARGO_BIN_EXE_voxbrain"))
-        .env("HF_HUB_OFFLINE", "1")
+    let out = common::voxbrain()
         .args([
             "separate",
             "--source",

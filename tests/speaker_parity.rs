@@ -264,31 +264,26 @@ fn bad_inputs_are_clear_errors_or_sb_behaviour() {
 #[test]
 fn embed_and_verify_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = env!("CARGO_BIN_EXE_voxbrain");
     let src = fixture("speaker/model_small");
     let out = dir.path().join("emb.npy");
-    let status = std::process::Command::new(exe)
-        .args(["embed", "--source", src.to_str().unwrap(), "--savedir"])
-        .arg(dir.path().join("save"))
-        .arg(fixture("foundation/speech_0.wav"))
-        .arg(fixture("foundation/speech_1.wav"))
-        .arg("--out")
-        .arg(&out)
-        .env("HF_HUB_OFFLINE", "1")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::run_ok(
+        common::voxbrain()
+            .args(["embed", "--source", src.to_str().unwrap(), "--savedir"])
+            .arg(dir.path().join("save"))
+            .arg(fixture("foundation/speech_0.wav"))
+            .arg(fixture("foundation/speech_1.wav"))
+            .arg("--out")
+            .arg(&out),
+    );
     let a = voxbrain::npy::read_npy(&out).unwrap();
     assert_eq!(a.shape, vec![2, 24]);
-    let o = std::process::Command::new(exe)
-        .args(["verify", "--source", src.to_str().unwrap(), "--savedir"])
-        .arg(dir.path().join("save"))
-        .arg(fixture("foundation/speech_0.wav"))
-        .arg(fixture("foundation/speech_2.wav"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = common::run_ok(
+        common::voxbrain()
+            .args(["verify", "--source", src.to_str().unwrap(), "--savedir"])
+            .arg(dir.path().join("save"))
+            .arg(fixture("foundation/speech_0.wav"))
+            .arg(fixture("foundation/speech_2.wav")),
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("speaker/reference.json")).unwrap())

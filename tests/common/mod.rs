@@ -1,7 +1,9 @@
-//! Helpers shared by the integration tests: fixture paths and numeric comparison.
+//! Helpers shared by the integration tests: fixture paths, numeric comparison and running
+//! the `voxbrain` binary.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 use voxbrain::npy::{read_npy, NpyArray};
 
@@ -44,4 +46,22 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], max_tol: f32, mean_to
         max <= max_tol && mean <= mean_tol,
         "{what}: max abs err {max:e} (tol {max_tol:e}), mean {mean:e} (tol {mean_tol:e})"
     );
+}
+
+/// The `voxbrain` binary, offline (no Hugging Face downloads are tried).
+pub fn voxbrain() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxbrain"));
+    cmd.env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+/// Runs `cmd`, asserts that it succeeded (its stderr in the message) and returns its output.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
