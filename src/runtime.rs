@@ -46,3 +46,19 @@ fn apply() -> bool {
 fn apply() -> bool {
     false
 }
+
+#[cfg(test)]
+mod tests {
+    /// On Linux/glibc both mallopt calls must be accepted (unless the user opted out).
+    #[test]
+    fn mallopt_settings_are_applied_on_glibc() {
+        let opted_out = std::env::var("VOXBRAIN_TUNE_MALLOC").is_ok_and(|v| v == "0");
+        let applied = super::tune_allocator();
+        if cfg!(all(target_os = "linux", target_env = "gnu")) && !opted_out {
+            assert!(applied, "mallopt rejected the settings");
+        } else {
+            assert!(!applied);
+        }
+        assert_eq!(applied, super::tune_allocator(), "idempotent");
+    }
+}

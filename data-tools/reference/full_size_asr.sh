@@ -19,18 +19,9 @@
 # Usage: data-tools/reference/full_size_asr.sh [VENV_DIR]
 #        (KEEP=dir keeps the model and audio there; REPEATS=3; LONG_DECODING=greedy|beam)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${1:-${VOXBRAIN_SB_VENV:-$HOME/.cache/voxbrain-sbvenv}}"
-py="$venv/bin/python"
+source "$(dirname "$0")/prologue.sh" "$@"
 repeats="${REPEATS:-3}"
 long_decoding="${LONG_DECODING:-greedy}"
-if [ -n "${KEEP:-}" ]; then
-  tmp="$KEEP"; mkdir -p "$tmp"
-else
-  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-fi
-cd "$root"
-export HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
 
 if [ ! -f "$tmp/model_full/lm.ckpt" ]; then
 "$py" - "$tmp" <<'PY' 2>"$tmp/make.log" || { cat "$tmp/make.log"; exit 1; }

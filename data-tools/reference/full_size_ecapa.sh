@@ -4,15 +4,7 @@
 # input, compares the embeddings and reports speed (batch 1 and 8) and peak RSS.
 # Usage: [KEEP=dir] data-tools/reference/full_size_ecapa.sh [VENV_DIR]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${1:-${VOXBRAIN_SB_VENV:-$HOME/.cache/voxbrain-sbvenv}}"
-py="$venv/bin/python"
-if [ -n "${KEEP:-}" ]; then  # KEEP=dir keeps the model and audio there (for profiling)
-  tmp="$KEEP"; mkdir -p "$tmp"
-else
-  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-fi
-cd "$root"
+source "$(dirname "$0")/prologue.sh" "$@"
 "$py" - "$tmp" <<'PY'
 import sys, os, numpy as np, soundfile as sf
 sys.path.insert(0, "data-tools/reference")
@@ -22,7 +14,6 @@ x = np.concatenate([np.load(f"tests/fixtures/foundation/speech_{i}_16k.npy") for
 sf.write(os.path.join(sys.argv[1], "ten_s.wav"), np.resize(x, 160000), 16000, subtype="FLOAT")
 PY
 cargo build --release --example time_ecapa -q
-export HF_HUB_OFFLINE=1
 vb=$(./target/release/examples/time_ecapa "$tmp/model_full" "$tmp/ten_s.wav" "$tmp/vb.npy" 5)
 sb=$("$py" data-tools/reference/bench_speechbrain.py ecapa "$tmp/ten_s.wav" --model-dir "$tmp/model_full" --out "$tmp/sb.npy" --repeats 5 2>/dev/null)
 echo "$vb"; echo "$sb"

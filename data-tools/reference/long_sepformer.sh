@@ -9,16 +9,7 @@
 # the second at gain 0.7, added.
 # Usage: [KEEP=dir] data-tools/reference/long_sepformer.sh [VENV_DIR]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${1:-${VOXBRAIN_SB_VENV:-$HOME/.cache/voxbrain-sbvenv}}"
-py="$venv/bin/python"
-if [ -n "${KEEP:-}" ]; then
-  tmp="$KEEP"; mkdir -p "$tmp"
-else
-  tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-fi
-cd "$root"
-export HF_HUB_OFFLINE=1 PYTHONWARNINGS=ignore
+source "$(dirname "$0")/prologue.sh" "$@"
 [ -f "$tmp/model/masknet.ckpt" ] || "$py" data-tools/reference/fixtures_separation.py --full "$tmp"
 [ -f "$tmp/mix_600.wav" ] || "$py" - "$tmp" <<'PY'
 import os, random, sys
