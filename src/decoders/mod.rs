@@ -3,6 +3,7 @@
 
 pub mod scorer;
 pub mod seq2seq;
+mod step;
 
 pub use scorer::ScorerConfig;
 pub use seq2seq::{

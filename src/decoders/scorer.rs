@@ -2,11 +2,6 @@
 //! `RNNLMScorer` (language-model log-probabilities) and `CoverageScorer` (a penalty on
 //! attention that keeps returning to the same frames), combined by `ScorerBuilder` weights.
 
-use candle_core::{Result, Tensor};
-
-use crate::lobes::rnnlm::Rnnlm;
-use crate::nnet::rnn::LstmState;
-
 /// Which scorers run and with what weights (the yaml's `scorer: !new:...ScorerBuilder`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScorerConfig {
@@ -14,26 +9,6 @@ pub struct ScorerConfig {
     pub rnnlm: Option<(f32, f32)>,
     /// `weights: {coverage: w}` with `CoverageScorer(threshold)`: `Some((w, threshold))`.
     pub coverage: Option<(f32, f32)>,
-}
-
-/// `RNNLMScorer`: the language model's log-probabilities of the next token, at a temperature.
-pub(crate) struct RnnlmScorer<'a> {
-    pub lm: &'a Rnnlm,
-    pub temperature: f32,
-}
-
-impl RnnlmScorer<'_> {
-    /// Scores the next token for every hypothesis given its last token `inp` `[N]`; returns
-    /// `log_softmax(logits / T)` `[N, V]` and the new LM state.
-    pub fn score(&self, inp: &Tensor, state: Option<&LstmState>) -> Result<(Tensor, LstmState)> {
-        let (logits, st) = self.lm.forward(inp, state, false)?;
-        let logits = if self.temperature != 1.0 {
-            (logits / self.temperature as f64)?
-        } else {
-            logits
-        };
-        Ok((candle_nn::ops::log_softmax(&logits, 1)?, st))
-    }
 }
 
 /// `CoverageScorer`: the accumulated attention of each hypothesis; the penalty is the

@@ -5,14 +5,14 @@
 //! plain vectors in f32, in SpeechBrain's order of operations, so that the same scores give
 //! the same hypotheses.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
-use super::scorer::{CoverageScorer, RnnlmScorer, ScorerConfig};
+use super::scorer::{CoverageScorer, ScorerConfig};
+use super::step::search_step;
 use crate::lobes::rnnlm::Rnnlm;
 use crate::nnet::embedding::Embedding;
 use crate::nnet::linear::Linear;
-use crate::nnet::rnn::LstmState;
-use crate::nnet::rnn_decoder::{AttentionalRNNDecoder, DecoderState};
+use crate::nnet::rnn_decoder::AttentionalRNNDecoder;
 
 /// The embedding, decoder and output layer that a search drives (`emb`, `dec`, `seq_lin`).
 #[derive(Debug, Clone)]
@@ -23,22 +23,6 @@ pub struct Seq2SeqModules {
     pub dec: AttentionalRNNDecoder,
     /// Output layer (`seq_lin`).
     pub seq_lin: Linear,
-}
-
-impl Seq2SeqModules {
-    /// One decoding step from the previous tokens `inp` `[N]`: the output logits `[N, V]` and
-    /// the attention weights `[N, T]`.
-    fn step(
-        &self,
-        inp: &[u32],
-        state: &mut DecoderState,
-        enc: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let ids = Tensor::new(inp, enc.device())?;
-        let e = self.emb.forward(&ids, false)?;
-        let (dec_out, w) = self.dec.forward_step(&e, state, enc, false)?;
-        Ok((self.seq_lin.forward(&dec_out, false)?, w))
-    }
 }
 
 /// Valid encoder frames for relative lengths: `round(T * wav_len)` (SpeechBrain's `enc_lens`),
@@ -83,27 +67,38 @@ pub fn greedy_search(
     enc_len: &[usize],
     cfg: &GreedySearchConfig,
 ) -> Result<Vec<Vec<u32>>> {
+    greedy_search_with(modules, enc, enc_len, cfg, false)
+}
+
+pub(crate) fn greedy_search_with(
+    modules: &Seq2SeqModules,
+    enc: &Tensor,
+    enc_len: &[usize],
+    cfg: &GreedySearchConfig,
+    candle: bool,
+) -> Result<Vec<Vec<u32>>> {
     let (b, t, _) = enc.dims3()?;
     let min_steps = (t as f64 * cfg.min_decode_ratio) as usize;
     let max_steps = (t as f64 * cfg.max_decode_ratio) as usize;
-    let mut state = modules.dec.init_state(enc, enc_len, false)?;
+    let mut net = search_step(modules, None, enc, enc_len, 1, candle)?;
+    let n_out = modules.seq_lin.out_features();
     let mut inp = vec![cfg.bos_index; b];
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut ended = vec![false; b];
     for _ in min_steps..max_steps {
-        let (logits, _) = modules.step(&inp, &mut state, enc)?;
-        let best = logits.argmax(1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let (lp, _) = net.decoder(&inp, 1.0)?;
         for i in 0..b {
+            let best = argmax_first(&lp[i * n_out..(i + 1) * n_out]) as u32;
             if ended[i] {
                 inp[i] = cfg.eos_index;
                 continue;
             }
-            if best[i] == cfg.eos_index {
+            if best == cfg.eos_index {
                 ended[i] = true;
             } else {
-                out[i].push(best[i]);
+                out[i].push(best);
             }
-            inp[i] = best[i];
+            inp[i] = best;
         }
         if ended.iter().all(|&e| e) {
             break;
@@ -210,6 +205,16 @@ impl S2SRNNBeamSearcher {
     /// Searches `enc` `[B, T, E]` (valid lengths `enc_len` in frames); returns the best
     /// hypothesis of each utterance.
     pub fn search(&self, enc: &Tensor, enc_len: &[usize]) -> Result<Vec<Hypothesis>> {
+        self.search_with(enc, enc_len, false)
+    }
+
+    /// [`Self::search`] with the candle backend forced (`candle`), for comparisons.
+    pub(crate) fn search_with(
+        &self,
+        enc: &Tensor,
+        enc_len: &[usize],
+        candle: bool,
+    ) -> Result<Vec<Hypothesis>> {
         let cfg = &self.config;
         let (batch, frames, _) = enc.dims3()?;
         let beam = cfg.beam_size.max(1);
@@ -223,19 +228,13 @@ impl S2SRNNBeamSearcher {
                 "beam search: {frames} encoder frames give no decoding step (input too short)"
             );
         }
-        // Inflate the batch: each utterance repeated `beam` times, beams of one utterance
-        // adjacent.
-        let rep: Vec<u32> = (0..n_bh).map(|i| (i / beam) as u32).collect();
-        let rep = Tensor::new(rep.as_slice(), enc.device())?;
-        let enc = enc.index_select(&rep, 0)?;
-        let lens: Vec<usize> = (0..n_bh).map(|i| enc_len[i / beam]).collect();
-        let mut state = self.modules.dec.init_state(&enc, &lens, false)?;
-        let lm_scorer = match (&self.lm, cfg.scorer.rnnlm) {
-            (Some(lm), Some((_, temperature))) => Some(RnnlmScorer { lm, temperature }),
+        let lm = match (&self.lm, cfg.scorer.rnnlm) {
+            (Some(lm), Some(_)) => Some(lm),
             (None, Some(_)) => candle_core::bail!("beam search: RNNLM weight set but no LM"),
             _ => None,
         };
-        let mut lm_state: Option<LstmState> = None;
+        // Each utterance's `beam` hypotheses are adjacent.
+        let mut net = search_step(&self.modules, lm, enc, enc_len, beam, candle)?;
         let mut coverage = cfg
             .scorer
             .coverage
@@ -255,16 +254,7 @@ impl S2SRNNBeamSearcher {
             if finished.iter().all(|f| f.len() == beam) {
                 break;
             }
-            let (logits, attn) = self.modules.step(&inp, &mut state, &enc)?;
-            let logits = if cfg.temperature != 1.0 {
-                (logits / cfg.temperature as f64)?
-            } else {
-                logits
-            };
-            let mut lp = candle_nn::ops::log_softmax(&logits, 1)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let attn_v = attn.flatten_all()?.to_vec1::<f32>()?;
+            let (mut lp, attn_v) = net.decoder(&inp, cfg.temperature)?;
 
             for r in 0..n_bh {
                 let row = &mut lp[r * n_out..(r + 1) * n_out];
@@ -289,12 +279,8 @@ impl S2SRNNBeamSearcher {
                     }
                 }
             }
-            if let Some(sc) = &lm_scorer {
-                let ids = Tensor::new(inp.as_slice(), enc.device())?;
-                let (lm_lp, st) = sc.score(&ids, lm_state.as_ref())?;
-                lm_state = Some(st);
-                let w = cfg.scorer.rnnlm.map(|(w, _)| w).unwrap_or(0.0);
-                let lm_lp = lm_lp.flatten_all()?.to_vec1::<f32>()?;
+            if let Some((w, temperature)) = cfg.scorer.rnnlm {
+                let lm_lp = net.lm(&inp, temperature)?;
                 lp.iter_mut().zip(&lm_lp).for_each(|(v, l)| *v += l * w);
             }
             if let Some(cov) = coverage.as_mut() {
@@ -342,19 +328,8 @@ impl S2SRNNBeamSearcher {
                     predecessors[r] = b * beam + c / n_out;
                 }
             }
-            // Permute every memory to follow its hypothesis.
-            let index = Tensor::new(
-                predecessors
-                    .iter()
-                    .map(|&p| p as u32)
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-                enc.device(),
-            )?;
-            state = state.index_select(&index)?;
-            if let Some(st) = &lm_state {
-                lm_state = Some(st.index_select(&index)?);
-            }
+            // Every memory follows its hypothesis.
+            net.permute(&predecessors)?;
             if let Some(cov) = coverage.as_mut() {
                 cov.permute(&predecessors);
             }

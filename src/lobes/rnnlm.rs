@@ -8,9 +8,12 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::embedding::Embedding;
+use crate::nnet::fused::{layer_norm_cols, log_softmax_cols};
+use crate::nnet::gemm::{embed_fm, HostF32, HostLinear, Parents};
 use crate::nnet::linear::Linear;
 use crate::nnet::normalization::LayerNorm;
 use crate::nnet::rnn::{Lstm, LstmState};
+use crate::nnet::rnn_step::{LstmLayerStep, Prev};
 use crate::nnet::{Activation, Dropout};
 use crate::pretrained::hparams::{Kwargs, Object};
 
@@ -178,5 +181,97 @@ impl Rnnlm {
             out = out.squeeze(1)?;
         }
         Ok((out, state))
+    }
+}
+
+/// The RNNLM advanced one token at a time on the CPU in eval mode (beam search's RNNLM
+/// scorer): feature-major activations and siblings sharing their parent's recurrent products
+/// ([`crate::nnet::rnn_step`]). Equal to [`Rnnlm::forward`] on the permuted state up to float
+/// rounding.
+pub(crate) struct RnnlmStepper<'a> {
+    emb: HostF32<'a>,
+    emb_dim: usize,
+    layers: Vec<LstmLayerStep<'a>>,
+    dnn: Option<(HostLinear<'a>, Vec<f32>, Vec<f32>, f32)>,
+    out: HostLinear<'a>,
+    activation: Activation,
+    /// Per layer `(h, c)` `[H, B]` after the last step.
+    state: Option<Vec<(Vec<f32>, Vec<f32>)>>,
+    parents: Option<Parents>,
+}
+
+impl<'a> RnnlmStepper<'a> {
+    /// Borrows `lm`'s weights (CPU f32).
+    pub fn new(lm: &'a Rnnlm) -> Result<Self> {
+        if lm.rnn.directions() != 1 {
+            candle_core::bail!("RNNLM step: a bidirectional LSTM cannot step");
+        }
+        let layers = lm
+            .rnn
+            .layers
+            .iter()
+            .map(|cells| LstmLayerStep::new(&cells[0]))
+            .collect::<Result<Vec<_>>>()?;
+        let dnn = match &lm.dnn {
+            Some((lin, norm)) => {
+                let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                Some((
+                    HostLinear::new(&lin.weight, lin.bias.as_ref(), "RNNLM dnn")?,
+                    host(&norm.weight)?,
+                    host(&norm.bias)?,
+                    norm.eps,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            emb: HostF32::new(&lm.embedding.weight, "RNNLM embedding")?,
+            emb_dim: lm.cfg.embedding_dim,
+            layers,
+            dnn,
+            out: HostLinear::new(&lm.out.weight, lm.out.bias.as_ref(), "RNNLM out")?,
+            activation: lm.cfg.activation,
+            state: None,
+            parents: None,
+        })
+    }
+
+    /// `log_softmax(logits / temperature)` `[B, V]` (row-major) after feeding `tokens`.
+    pub fn step(&mut self, tokens: &[u32], temperature: f32) -> Result<Vec<f32>> {
+        let b = tokens.len();
+        let mut x = embed_fm(self.emb.slice(), self.emb_dim, tokens)?;
+        let parents = match self.parents.take() {
+            Some(p) => p,
+            None => Parents::identity(b),
+        };
+        let mut new_state = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let prev = self.state.as_ref().map(|st| Prev {
+                h: &st[l].0,
+                c: Some(&st[l].1),
+                parents: &parents,
+            });
+            let (h, c) = layer.step(&x, b, prev.as_ref())?;
+            x = h.clone();
+            new_state.push((h, c));
+        }
+        self.state = Some(new_state);
+        if let Some((lin, gamma, beta, eps)) = &self.dnn {
+            let mut y = lin.forward(&x, b)?;
+            layer_norm_cols(&mut y, b, gamma, beta, *eps);
+            let t = Tensor::from_vec(y, (lin.out, b), &candle_core::Device::Cpu)?;
+            x = self
+                .activation
+                .forward(&t)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+        }
+        let logits = self.out.forward(&x, b)?;
+        Ok(log_softmax_cols(&logits, b, temperature))
+    }
+
+    /// Hypothesis `j` now continues hypothesis `parent[j]` of the last step.
+    pub fn permute(&mut self, parent: &[usize]) {
+        self.parents = Some(Parents::new(parent.to_vec()));
     }
 }

@@ -183,14 +183,14 @@ mod tests {
 /// sequences at once.
 #[derive(Debug, Clone)]
 pub struct LocationAwareAttention {
-    mlp_enc: (Tensor, Tensor),
-    mlp_dec: (Tensor, Tensor),
-    mlp_attn: Tensor,
-    conv_loc: Tensor,
-    mlp_loc: (Tensor, Tensor),
-    mlp_out: (Tensor, Tensor),
-    kernel_size: usize,
-    scaling: f64,
+    pub(crate) mlp_enc: (Tensor, Tensor),
+    pub(crate) mlp_dec: (Tensor, Tensor),
+    pub(crate) mlp_attn: Tensor,
+    pub(crate) conv_loc: Tensor,
+    pub(crate) mlp_loc: (Tensor, Tensor),
+    pub(crate) mlp_out: (Tensor, Tensor),
+    pub(crate) kernel_size: usize,
+    pub(crate) scaling: f64,
 }
 
 /// The memory of [`LocationAwareAttention`] for a batch of sequences.

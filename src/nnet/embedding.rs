@@ -20,7 +20,7 @@ use super::param;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    weight: Tensor,
+    pub(crate) weight: Tensor,
 }
 
 impl Embedding {

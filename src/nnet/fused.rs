@@ -221,12 +221,25 @@ pub fn location_energies(
     let conv = f32_vec(&conv.transpose(1, 2)?)?; // [B, T, C]
     let wt = f32_vec(&w_loc.t()?)?; // [C, A]
     let v = f32_vec(v)?;
-    let k = Kernel {
-        a,
-        c,
-        wt: &wt,
-        v: &v,
-    };
+    let group = if be == 1 { b } else { 1 };
+    let out = location_energies_host(enc, group, (t, a, c), &dec, &conv, &wt, &v);
+    Tensor::from_vec(out, (b, t), enc_h.device())
+}
+
+/// [`location_energies`] on host slices: `enc` `[N, T, A]` where sequence `i` attends
+/// `enc[i / group]` (beams of one utterance share it), `dec` `[B, A]`, `conv` `[B, T, C]`,
+/// `wt` (the location weight transposed) `[C, A]`, `v` `[A]`; returns `[B, T]`.
+pub(crate) fn location_energies_host(
+    enc: &[f32],
+    group: usize,
+    (t, a, c): (usize, usize, usize),
+    dec: &[f32],
+    conv: &[f32],
+    wt: &[f32],
+    v: &[f32],
+) -> Vec<f32> {
+    let b = dec.len() / a.max(1);
+    let k = Kernel { a, c, wt, v };
     let mut out = vec![0f32; b * t];
     const ROWS: usize = 8;
     out.par_chunks_mut(ROWS).enumerate().for_each(|(i, o)| {
@@ -234,7 +247,7 @@ pub fn location_energies(
         let rows: Vec<EnergyRow> = (r0..r0 + o.len())
             .map(|r| {
                 let (bi, ti) = (r / t, r % t);
-                let e = if be == 1 { ti } else { r };
+                let e = (bi / group.max(1)) * t + ti;
                 (
                     &enc[e * a..(e + 1) * a],
                     &dec[bi * a..(bi + 1) * a],
@@ -244,7 +257,60 @@ pub fn location_energies(
             .collect();
         energy_rows(&k, &rows, o);
     });
-    Tensor::from_vec(out, (b, t), enc_h.device())
+    out
+}
+
+/// `log_softmax(x / temperature)` over the features of feature-major `x` `[V, B]`, returned
+/// row-major `[B, V]` (the beam search's layout).
+pub(crate) fn log_softmax_cols(x: &[f32], b: usize, temperature: f32) -> Vec<f32> {
+    let v = x.len().checked_div(b).unwrap_or(0);
+    let inv_t = 1.0 / temperature;
+    let mut max = vec![f32::NEG_INFINITY; b];
+    for row in x.chunks(b) {
+        max.iter_mut()
+            .zip(row)
+            .for_each(|(m, &x)| *m = m.max(x * inv_t));
+    }
+    let mut sum = vec![0f32; b];
+    for row in x.chunks(b) {
+        for ((s, &x), &m) in sum.iter_mut().zip(row).zip(&max) {
+            *s += fastmath::exp(x * inv_t - m);
+        }
+    }
+    let shift: Vec<f32> = max.iter().zip(&sum).map(|(m, s)| m + s.ln()).collect();
+    let mut out = vec![0f32; b * v];
+    for (f, row) in x.chunks(b).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            out[j * v + f] = x * inv_t - shift[j];
+        }
+    }
+    out
+}
+
+/// Layer normalization over the features of feature-major `x` `[F, B]` in place, with
+/// per-feature `gamma`, `beta` (`torch.nn.LayerNorm`: biased variance, `eps` inside the root).
+pub(crate) fn layer_norm_cols(x: &mut [f32], b: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let f = gamma.len();
+    let mut mean = vec![0f32; b];
+    for row in x.chunks(b) {
+        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
+    }
+    mean.iter_mut().for_each(|m| *m /= f as f32);
+    let mut var = vec![0f32; b];
+    for row in x.chunks(b) {
+        for ((s, &x), &m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (x - m) * (x - m);
+        }
+    }
+    let inv: Vec<f32> = var
+        .iter()
+        .map(|s| 1.0 / (s / f as f32 + eps).sqrt())
+        .collect();
+    for (r, row) in x.chunks_mut(b).enumerate() {
+        for ((x, &m), &i) in row.iter_mut().zip(&mean).zip(&inv) {
+            *x = (*x - m) * i * gamma[r] + beta[r];
+        }
+    }
 }
 
 /// PyTorch's LSTM cell update from pre-activation gates (order `i, f, g, o`) in one pass:
@@ -280,40 +346,82 @@ pub fn lstm_pointwise(gates: &Tensor, c0: &Tensor, transposed: bool) -> Result<(
     let n = r * q;
     let mut out = vec![0f32; 2 * n];
     let (hs, cs) = out.split_at_mut(n);
-    // Runs of state elements whose four gates are contiguous slices: a row of `[B, 4H]`, or
-    // a chunk of `[4H, B]` (where gate k is the block k*n..(k+1)*n).
-    const CHUNK: usize = 4096;
-    let (run, stride) = if transposed {
-        (CHUNK.min(n.max(1)), n)
+    if transposed {
+        lstm_update_fm(&g, &c0v, hs, cs);
     } else {
-        (q, q)
-    };
-    let gate_at = |start: usize, k: usize| {
-        if transposed {
-            k * stride + start
-        } else {
-            (start / q) * 4 * q + k * q
+        // Each row of `[B, 4H]` holds one sequence's four gates.
+        let rows = g.chunks(4 * q).zip(c0v.chunks(q));
+        let outs = hs.chunks_mut(q).zip(cs.chunks_mut(q));
+        for ((g, c0), (h, c)) in rows.zip(outs) {
+            lstm_cell_rows(
+                [&g[..q], &g[q..2 * q], &g[2 * q..3 * q], &g[3 * q..]],
+                c0,
+                h,
+                c,
+            );
         }
-    };
-    let task = |ti: usize, h: &mut [f32], c: &mut [f32]| {
-        let s0 = ti * run;
-        let len = h.len();
-        let gs = |k: usize| &g[gate_at(s0, k)..gate_at(s0, k) + len];
-        lstm_cell_rows([gs(0), gs(1), gs(2), gs(3)], &c0v[s0..s0 + len], h, c);
-    };
-    if n == 0 {
-    } else if n <= CHUNK {
-        for (ti, (h, c)) in hs.chunks_mut(run).zip(cs.chunks_mut(run)).enumerate() {
-            task(ti, h, c);
-        }
-    } else {
-        hs.par_chunks_mut(run)
-            .zip(cs.par_chunks_mut(run))
-            .enumerate()
-            .for_each(|(ti, (h, c))| task(ti, h, c));
     }
     let both = Tensor::from_vec(out, (2, r, q), c0.device())?;
     Ok((both.get(0)?, both.get(1)?))
+}
+
+/// The LSTM update on feature-major gates `[4H, B]` (gate `k` is the block `k*n..(k+1)*n`,
+/// `n = H * B`) and state `[H, B]`: `h`, `c` get the new state. Chunks run in parallel.
+pub(crate) fn lstm_update_fm(g: &[f32], c0: &[f32], h: &mut [f32], c: &mut [f32]) {
+    let n = h.len();
+    const CHUNK: usize = 4096;
+    let task = |ti: usize, h: &mut [f32], c: &mut [f32]| {
+        let s0 = ti * CHUNK;
+        let gs = |k: usize| &g[k * n + s0..k * n + s0 + h.len()];
+        lstm_cell_rows([gs(0), gs(1), gs(2), gs(3)], &c0[s0..s0 + h.len()], h, c);
+    };
+    if n <= CHUNK {
+        task(0, h, c);
+    } else {
+        h.par_chunks_mut(CHUNK)
+            .zip(c.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(ti, (h, c))| task(ti, h, c));
+    }
+}
+
+/// PyTorch's GRU update on feature-major gates (blocks `r, z, n`, each `n = H * B` long):
+/// `gi` = input part with `b_ih`, `gh` = recurrent part with `b_hh`, `h0` the previous state;
+/// `h = n + z (h0 - n)` with `n = tanh(gi_n + r gh_n)`. Chunks run in parallel.
+pub(crate) fn gru_update_fm(gi: &[f32], gh: &[f32], h0: &[f32], h: &mut [f32]) {
+    let n = h.len();
+    const CHUNK: usize = 4096;
+    let task = |ti: usize, h: &mut [f32]| {
+        let (s0, len) = (ti * CHUNK, h.len());
+        let r = |k: usize| k * n + s0..k * n + s0 + len;
+        let gi = [&gi[r(0)], &gi[r(1)], &gi[r(2)]];
+        let gh = [&gh[r(0)], &gh[r(1)], &gh[r(2)]];
+        gru_cell_rows(gi, gh, &h0[s0..s0 + len], h);
+    };
+    if n <= CHUNK {
+        task(0, h);
+    } else {
+        h.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(ti, h)| task(ti, h));
+    }
+}
+
+simd_dispatch!(fn gru_cell_rows(gi: [&[f32]; 3], gh: [&[f32]; 3], h0: &[f32], h: &mut [f32])
+    => gru_cell_rows_generic);
+
+#[inline(always)]
+fn gru_cell_rows_generic(gi: [&[f32]; 3], gh: [&[f32]; 3], h0: &[f32], h: &mut [f32]) {
+    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let n = h.len();
+    let (ir, iz, inn) = (&gi[0][..n], &gi[1][..n], &gi[2][..n]);
+    let (hr, hz, hn, h0) = (&gh[0][..n], &gh[1][..n], &gh[2][..n], &h0[..n]);
+    for j in 0..n {
+        let r = sig(ir[j] + hr[j]);
+        let z = sig(iz[j] + hz[j]);
+        let nn = fastmath::tanh(inn[j] + r * hn[j]);
+        h[j] = nn + z * (h0[j] - nn);
+    }
 }
 
 simd_dispatch!(fn lstm_cell_rows(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f32])
@@ -353,7 +461,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(v, x.shape(), x.device())
 }
 
-simd_dispatch!(fn softmax_row(row: &mut [f32]) => softmax_row_generic);
+simd_dispatch!(pub(crate) fn softmax_row(row: &mut [f32]) => softmax_row_generic);
 
 #[inline(always)]
 fn softmax_row_generic(row: &mut [f32]) {

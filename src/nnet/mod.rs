@@ -6,10 +6,12 @@ pub mod attention;
 pub mod cnn;
 pub mod embedding;
 pub mod fused;
+pub(crate) mod gemm;
 pub mod linear;
 pub mod normalization;
 pub mod rnn;
 pub mod rnn_decoder;
+pub(crate) mod rnn_step;
 pub mod stats_pooling;
 pub mod transformer;
 

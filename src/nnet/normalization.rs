@@ -12,10 +12,10 @@ use candle_nn::VarBuilder;
 /// Parameters: `<path>.norm.weight`, `<path>.norm.bias`, shaped like the normalized dims.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
     norm_dims: usize,
-    eps: f32,
+    pub(crate) eps: f32,
 }
 
 impl LayerNorm {

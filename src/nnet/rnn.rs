@@ -19,10 +19,10 @@ fn sigmoid(x: &Tensor) -> Result<Tensor> {
 
 /// The weights of one direction of one LSTM layer.
 #[derive(Debug, Clone)]
-struct LstmCell {
-    w_ih: Tensor,
-    w_hh: Tensor,
-    bias: Option<(Tensor, Tensor)>,
+pub(crate) struct LstmCell {
+    pub(crate) w_ih: Tensor,
+    pub(crate) w_hh: Tensor,
+    pub(crate) bias: Option<(Tensor, Tensor)>,
 }
 
 impl LstmCell {
@@ -177,7 +177,7 @@ impl LstmState {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Lstm {
-    layers: Vec<Vec<LstmCell>>,
+    pub(crate) layers: Vec<Vec<LstmCell>>,
     hidden: usize,
     dropout: Dropout,
 }
@@ -288,10 +288,10 @@ impl Lstm {
 /// `torch.nn.GRUCell`: one step of a GRU (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`).
 #[derive(Debug, Clone)]
 pub struct GruCell {
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor,
-    b_hh: Tensor,
+    pub(crate) w_ih: Tensor,
+    pub(crate) w_hh: Tensor,
+    pub(crate) b_ih: Tensor,
+    pub(crate) b_hh: Tensor,
     hidden: usize,
 }
 
@@ -334,7 +334,7 @@ impl GruCell {
 /// with dropout between layers. The state is `[layers, B, H]`.
 #[derive(Debug, Clone)]
 pub struct GruCellStack {
-    cells: Vec<GruCell>,
+    pub(crate) cells: Vec<GruCell>,
     dropout: Dropout,
     hidden: usize,
 }

@@ -65,9 +65,9 @@ impl DecoderState {
 /// `rnn.rnn_cells.{i}.*`).
 #[derive(Debug, Clone)]
 pub struct AttentionalRNNDecoder {
-    proj: (Tensor, Tensor),
-    attn: LocationAwareAttention,
-    rnn: GruCellStack,
+    pub(crate) proj: (Tensor, Tensor),
+    pub(crate) attn: LocationAwareAttention,
+    pub(crate) rnn: GruCellStack,
     drop: Dropout,
     cfg: AttentionalRNNDecoderConfig,
 }
