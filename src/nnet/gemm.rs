@@ -93,6 +93,19 @@ pub(crate) fn matmul_into(
     b: View,
     accumulate: bool,
 ) -> Result<()> {
+    let threads = candle_core::utils::get_num_threads();
+    matmul_into_with(dst, ldd, a, b, accumulate, threads)
+}
+
+/// [`matmul_into`] on at most `threads` threads.
+pub(crate) fn matmul_into_with(
+    dst: &mut [f32],
+    ldd: usize,
+    a: View,
+    b: View,
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let dst_fits = m == 0 || n == 0 || (m - 1) * ldd + n <= dst.len();
     if b.rows != k || !a.fits() || !b.fits() || !dst_fits || ldd < n {
@@ -110,7 +123,6 @@ pub(crate) fn matmul_into(
         }
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

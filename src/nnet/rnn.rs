@@ -257,13 +257,35 @@ impl Lstm {
         let n_layers = self.layers.len();
         for (l, cells) in self.layers.iter().enumerate() {
             let mut outs = Vec::with_capacity(cells.len());
-            for (d, cell) in cells.iter().enumerate() {
+            let init = |d: usize| -> Result<(Tensor, Tensor)> {
                 let k = l * cells.len() + d;
-                let (h0, c0) = match hx {
+                Ok(match hx {
                     Some(s) => (s.h.get(k)?, s.c.get(k)?),
                     None => (zeros.clone(), zeros.clone()),
+                })
+            };
+            // Eval on the CPU over whole sequences: plain kernels, both directions at once.
+            let eval_cpu = !train && x.device().is_cpu() && x.dtype() == DType::F32;
+            let results = if eval_cpu && x.dim(1)? > 1 {
+                let run = |d: usize| -> Result<(Tensor, Tensor, Tensor)> {
+                    let (h0, c0) = init(d)?;
+                    super::rnn_step::lstm_sequence(&cells[d], &x, (&h0, &c0), d == 1)
                 };
-                let (y, h, c) = cell.run(&x, h0, c0, d == 1, train)?;
+                if cells.len() == 2 {
+                    let (a, b) = rayon::join(|| run(0), || run(1));
+                    vec![a?, b?]
+                } else {
+                    (0..cells.len()).map(run).collect::<Result<Vec<_>>>()?
+                }
+            } else {
+                let mut r = Vec::with_capacity(cells.len());
+                for (d, cell) in cells.iter().enumerate() {
+                    let (h0, c0) = init(d)?;
+                    r.push(cell.run(&x, h0, c0, d == 1, train)?);
+                }
+                r
+            };
+            for (y, h, c) in results {
                 outs.push(y);
                 hs.push(h);
                 cs.push(c);

@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 use super::fused::{gru_update_fm, lstm_update_fm};
-use super::gemm::{gather_cols, matmul_into, wxt, HostF32, Parents, View};
+use super::gemm::{gather_cols, matmul_into, matmul_into_with, wxt, HostF32, Parents, View};
 use super::rnn::{GruCell, LstmCell};
 
 /// A bias vector on the host: the sum of the given tensors (`None` entries skipped).
@@ -174,6 +174,51 @@ impl<'a> GruLayerStep<'a> {
         gru_update_fm(&gi, &gh, &h0, &mut h);
         Ok(h)
     }
+}
+
+/// An LSTM direction over a whole sequence in eval mode on the CPU: `x` `[B, T, I]` from
+/// `(h0, c0)` `[B, H]`, forwards or backwards in time; returns the outputs `[B, T, H]` and the
+/// final state, as [`super::rnn::Lstm`]'s cells do. The input projection of every step is one
+/// GEMM; each step's recurrent product runs single-threaded, so that the two directions of a
+/// bidirectional layer can run side by side (at batch 1 the product is memory-bound and two
+/// cores stream two weights twice as fast as one).
+pub(crate) fn lstm_sequence(
+    cell: &LstmCell,
+    x: &Tensor,
+    (h0, c0): (&Tensor, &Tensor),
+    reverse: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, t_len, _) = x.dims3()?;
+    let step = LstmLayerStep::new(cell)?;
+    let hd = step.hidden;
+    let xw = super::linear(x, &cell.w_ih, None)?; // [B, T, 4H]
+    let xw = xw.flatten_all()?.to_vec1::<f32>()?;
+    let mut h = h0.t()?.flatten_all()?.to_vec1::<f32>()?; // [H, B]
+    let mut c = c0.t()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; b * t_len * hd];
+    let mut gates = vec![0f32; 4 * hd * b];
+    let (mut hn, mut cn) = (vec![0f32; hd * b], vec![0f32; hd * b]);
+    let w_hh = View::rows(step.w_hh.slice(), 4 * hd, hd, hd);
+    for s in 0..t_len {
+        let t = if reverse { t_len - 1 - s } else { s };
+        matmul_into_with(&mut gates, b, w_hh, View::rows(&h, hd, b, b), false, 1)?;
+        for (r, row) in gates.chunks_mut(b).enumerate() {
+            for (j, g) in row.iter_mut().enumerate() {
+                *g += xw[(j * t_len + t) * 4 * hd + r] + step.bias[r];
+            }
+        }
+        lstm_update_fm(&gates, &c, &mut hn, &mut cn);
+        std::mem::swap(&mut h, &mut hn);
+        std::mem::swap(&mut c, &mut cn);
+        for (f, row) in h.chunks(b).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                out[(j * t_len + t) * hd + f] = v;
+            }
+        }
+    }
+    let dev = x.device();
+    let fm = |v: Vec<f32>| Tensor::from_vec(v, (hd, b), dev)?.t()?.contiguous();
+    Ok((Tensor::from_vec(out, (b, t_len, hd), dev)?, fm(h)?, fm(c)?))
 }
 
 #[cfg(test)]
