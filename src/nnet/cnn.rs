@@ -2,6 +2,7 @@
 //! SpeechBrain's "same" padding, which pads in **reflect** mode by default (candle's conv1d
 //! only zero-pads, so the padding is done here).
 
+use super::gemm::{matmul_into, HostF32, View};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -348,6 +349,9 @@ impl Conv2d {
             4 => x.clone(),
             r => candle_core::bail!("Conv2d: expected a 3-d or 4-d input, got rank {r}"),
         };
+        if !train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.forward_eval_cpu(&x, 1 << 23);
+        }
         // [B, T, F, C] -> [B, C, F, T]
         let x = x.permute((0, 3, 2, 1))?;
         let x = reflect_pad_dim(&x, 3, self.kernel.1 / 2, self.kernel.1 / 2)?;
@@ -357,6 +361,78 @@ impl Conv2d {
             y = y.broadcast_add(&super::param(b, train).reshape((1, (), 1, 1))?)?;
         }
         y.permute((0, 3, 2, 1))
+    }
+
+    /// Eval on the CPU, channels last: each output position's receptive field (reflect
+    /// padding written in) becomes a row of one GEMM with the reordered weight, in blocks of
+    /// frames so that the patch matrix stays small. candle's conv2d needs channels first,
+    /// which costs two transposes and the padded copies, and runs at a quarter of the speed.
+    fn forward_eval_cpu(&self, x: &Tensor, max_patch_values: usize) -> Result<Tensor> {
+        let (b, t, f, ci) = x.dims4()?;
+        let (kf, kt) = self.kernel;
+        let (pf, pt) = (kf / 2, kt / 2);
+        if pf >= f || pt >= t {
+            candle_core::bail!(
+                "reflect padding of {pt} frames / {pf} bins needs a larger input than \
+                 {t} frames x {f} bins (input too short)"
+            );
+        }
+        let co = self.weight.dim(0)?;
+        let kk = kt * kf * ci;
+        // [co, ci, kf, kt] -> [co, kt, kf, ci]: the patch order below.
+        let w = self
+            .weight
+            .permute((0, 3, 2, 1))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let bias = match &self.bias {
+            Some(b) => b.to_vec1::<f32>()?,
+            None => vec![0f32; co],
+        };
+        let x = x.contiguous()?;
+        let xs = HostF32::new(&x, "Conv2d input")?;
+        let xs = xs.slice();
+        let reflect = |p: isize, n: usize| -> usize {
+            if p < 0 {
+                (-p) as usize
+            } else if p as usize >= n {
+                2 * (n - 1) - p as usize
+            } else {
+                p as usize
+            }
+        };
+        let mut y = vec![0f32; b * t * f * co];
+        // Frames per block: a patch matrix of at most `max_patch_values` (2^23: 32 MB).
+        let block = (max_patch_values / (f * kk).max(1)).max(1);
+        let mut cols = vec![0f32; block.min(b * t) * f * kk];
+        let mut start = 0;
+        while start < b * t {
+            let n = block.min(b * t - start);
+            let cols = &mut cols[..n * f * kk];
+            cols.par_chunks_mut(f * kk)
+                .enumerate()
+                .for_each(|(r, rows)| {
+                    let (bi, ti) = ((start + r) / t, (start + r) % t);
+                    for (fi, dst) in rows.chunks_mut(kk).enumerate() {
+                        for j in 0..kt {
+                            let ts = reflect(ti as isize + j as isize - pt as isize, t);
+                            for i in 0..kf {
+                                let fs = reflect(fi as isize + i as isize - pf as isize, f);
+                                let src = ((bi * t + ts) * f + fs) * ci;
+                                dst[(j * kf + i) * ci..(j * kf + i + 1) * ci]
+                                    .copy_from_slice(&xs[src..src + ci]);
+                            }
+                        }
+                    }
+                });
+            let out = &mut y[start * f * co..(start + n) * f * co];
+            let patches = View::rows(cols, n * f, kk, kk);
+            matmul_into(out, co, patches, View::rows(&w, co, kk, kk).t(), false)?;
+            out.par_chunks_mut(co)
+                .for_each(|row| row.iter_mut().zip(&bias).for_each(|(v, b)| *v += b));
+            start += n;
+        }
+        Tensor::from_vec(y, (b, t, f, co), x.device())
     }
 }
 
@@ -383,6 +459,25 @@ pub fn max_pool_axis(x: &Tensor, axis: usize, kernel: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The eval kernel (patches + GEMM, in blocks of frames) equals candle's conv2d path.
+    #[test]
+    fn conv2d_eval_kernel_equals_candle_conv() -> Result<()> {
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let conv = Conv2d::new(3, 5, (3, 5), vb.pp("c"))?;
+        let x = Tensor::randn(0f32, 1.0, (2, 9, 6, 3), &Device::Cpu)?;
+        let want = conv.forward(&x, true)?;
+        // One block, then blocks of 2 frames (crossing the utterance boundary).
+        for max in [1 << 23, 2 * 6 * 45] {
+            let got = conv.forward_eval_cpu(&x, max)?;
+            let d = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "{max}: {d}");
+        }
+        let short = Tensor::zeros((1, 2, 6, 3), DType::F32, &Device::Cpu)?;
+        assert!(conv.forward(&short, false).is_err());
+        Ok(())
+    }
 
     #[test]
     fn im2col_reflect_equals_pad_then_stack() -> Result<()> {
