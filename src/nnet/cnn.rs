@@ -466,13 +466,16 @@ mod tests {
         let vm = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let conv = Conv2d::new(3, 5, (3, 5), vb.pp("c"))?;
+        for var in vm.all_vars() {
+            var.set(&Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu)?)?;
+        }
         let x = Tensor::randn(0f32, 1.0, (2, 9, 6, 3), &Device::Cpu)?;
         let want = conv.forward(&x, true)?;
         // One block, then blocks of 2 frames (crossing the utterance boundary).
         for max in [1 << 23, 2 * 6 * 45] {
             let got = conv.forward_eval_cpu(&x, max)?;
             let d = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(d < 1e-5, "{max}: {d}");
+            assert!(d < 1e-4, "{max}: {d}");
         }
         let short = Tensor::zeros((1, 2, 6, 3), DType::F32, &Device::Cpu)?;
         assert!(conv.forward(&short, false).is_err());
