@@ -8,11 +8,11 @@ use candle_core::{DType, Result, Tensor};
 
 use super::seq2seq::Seq2SeqModules;
 use crate::lobes::rnnlm::{Rnnlm, RnnlmStepper};
-use crate::nnet::fused::{location_energies_host, log_softmax_cols, softmax_row};
+use crate::nnet::fused::{location_energies_host, softmax_row};
 use crate::nnet::gemm::{embed_fm, gather_cols, matmul_into, HostF32, HostLinear, Parents, View};
 use crate::nnet::rnn::LstmState;
 use crate::nnet::rnn_decoder::DecoderState;
-use crate::nnet::rnn_step::{GruLayerStep, Prev};
+use crate::nnet::rnn_step::{log_softmax_cols, GruLayerStep, Prev};
 
 /// One step of a search over `N` hypotheses (`group` adjacent ones per utterance).
 pub(crate) trait SearchStep {

@@ -8,12 +8,11 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::embedding::Embedding;
-use crate::nnet::fused::{layer_norm_cols, log_softmax_cols};
 use crate::nnet::gemm::{embed_fm, HostF32, HostLinear, Parents};
 use crate::nnet::linear::Linear;
 use crate::nnet::normalization::LayerNorm;
 use crate::nnet::rnn::{Lstm, LstmState};
-use crate::nnet::rnn_step::{LstmLayerStep, Prev};
+use crate::nnet::rnn_step::{layer_norm_cols, log_softmax_cols, LstmLayerStep, Prev};
 use crate::nnet::{Activation, Dropout};
 use crate::pretrained::hparams::{Kwargs, Object};
 

@@ -164,6 +164,42 @@ impl Conv1d {
         }
     }
 
+    /// Whether [`Self::forward_host`] applies: stride 1, one group, no padding needed or
+    /// "same" reflect padding (SpeechBrain's default), a CPU f32 weight.
+    pub(crate) fn host_ok(&self) -> bool {
+        let (l, r) = self.pads();
+        self.groups == 1
+            && self.stride == 1
+            && l == r
+            && (l == 0 || self.padding == Padding::Same(PaddingMode::Reflect))
+            && self.weight.device().is_cpu()
+            && self.weight.dtype() == DType::F32
+    }
+
+    /// Eval on the CPU for one sequence on host slices (see [`Self::host_ok`]): `out`
+    /// `[C_out, T]` gets the convolution of `x` `[C_in, T]` without the bias, as one GEMM on
+    /// the reflect-padded shifted copies of `x` (on `x` itself for a 1x1 kernel).
+    pub(crate) fn forward_host(&self, x: &[f32], t: usize, out: &mut [f32]) -> Result<()> {
+        let (co, ci, k) = self.weight.dims3()?;
+        let (pad, _) = self.pads();
+        if x.len() != ci * t || out.len() != co * t {
+            candle_core::bail!("Conv1d: host buffers do not fit [{ci}, {t}] -> [{co}, {t}]");
+        }
+        if pad >= t {
+            candle_core::bail!(
+                "reflect padding of {pad}/{pad} needs more than {t} frames (input too short)"
+            );
+        }
+        let w = HostF32::new(&self.weight, "Conv1d weight")?;
+        let w = View::rows(w.slice(), co, ci * k, ci * k);
+        if k == 1 {
+            return matmul_into(out, t, w, View::rows(x, ci, t, t), false);
+        }
+        let mut cols = vec![0f32; ci * k * t];
+        im2col_reflect_into(x, t, k, self.dilation, pad, &mut cols);
+        matmul_into(out, t, w, View::rows(&cols, ci * k, t, t), false)
+    }
+
     /// Applies the convolution; in eval mode (`train == false`) the parameters are detached so
     /// that no autograd graph keeps the activations alive.
     pub fn forward_mode(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -249,6 +285,20 @@ fn im2col_reflect(x: &Tensor, k: usize, dilation: usize, pad: usize) -> Result<T
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; b * c * k * t];
+    im2col_reflect_into(&xs, t, k, dilation, pad, &mut out);
+    Tensor::from_vec(out, (b, c * k, t), x.device())
+}
+
+/// [`im2col_reflect`] on host rows: `xs` holds rows of `t` frames (`pad < t`), `out` gets `k`
+/// rows per input row.
+fn im2col_reflect_into(
+    xs: &[f32],
+    t: usize,
+    k: usize,
+    dilation: usize,
+    pad: usize,
+    out: &mut [f32],
+) {
     // Source index of output frame `i` for a shift of `off` (reflect at both ends).
     let src = |i: usize, off: usize| -> usize {
         let p = i + off; // position in the padded signal
@@ -272,7 +322,6 @@ fn im2col_reflect(x: &Tensor, k: usize, dilation: usize, pad: usize) -> Result<T
             o[i] = x[src(i, off)];
         }
     });
-    Tensor::from_vec(out, (b, c * k, t), x.device())
 }
 
 /// Reflect padding of the last axis (`torch.nn.functional.pad(mode="reflect")`): the edge

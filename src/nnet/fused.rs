@@ -75,23 +75,34 @@ impl CustomOp1 for BiasReluAffine {
             Some((start, end)) => &src[start..end],
             None => candle_core::bail!("bias-relu-affine: input must be contiguous"),
         };
-        let mut out = vec![0f32; b * c * t];
-        if t == 0 {
-            return Ok((CpuStorage::F32(out), layout.shape().clone()));
-        }
-        out.par_chunks_mut(t)
-            .zip(src.par_chunks(t))
-            .enumerate()
-            .for_each(|(row, (o, x))| {
-                let ch = row % c;
-                let bias = self.bias.as_ref().map_or(0.0, |v| v[ch]);
-                let (s, h) = (self.scale[ch], self.shift[ch]);
-                for (o, x) in o.iter_mut().zip(x) {
-                    *o = (x + bias).max(0.0) * s + h;
-                }
-            });
+        let mut out = src.to_vec();
+        debug_assert_eq!(out.len(), b * c * t);
+        bias_relu_affine_rows(&mut out, t, self.bias.as_deref(), &self.scale, &self.shift);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+}
+
+/// [`bias_relu_affine`] in place on host rows of `t` frames (row `r` is channel
+/// `r % scale.len()`).
+pub(crate) fn bias_relu_affine_rows(
+    y: &mut [f32],
+    t: usize,
+    bias: Option<&[f32]>,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    let c = scale.len();
+    if t == 0 || c == 0 {
+        return;
+    }
+    y.par_chunks_mut(t).enumerate().for_each(|(row, o)| {
+        let ch = row % c;
+        let bias = bias.map_or(0.0, |v| v[ch]);
+        let (s, h) = (scale[ch], shift[ch]);
+        for o in o.iter_mut() {
+            *o = (*o + bias).max(0.0) * s + h;
+        }
+    });
 }
 
 /// `x * scale[b, c] + residual` over `[B, C, T]` in one pass on the CPU (a squeeze-excitation
@@ -258,59 +269,6 @@ pub(crate) fn location_energies_host(
         energy_rows(&k, &rows, o);
     });
     out
-}
-
-/// `log_softmax(x / temperature)` over the features of feature-major `x` `[V, B]`, returned
-/// row-major `[B, V]` (the beam search's layout).
-pub(crate) fn log_softmax_cols(x: &[f32], b: usize, temperature: f32) -> Vec<f32> {
-    let v = x.len().checked_div(b).unwrap_or(0);
-    let inv_t = 1.0 / temperature;
-    let mut max = vec![f32::NEG_INFINITY; b];
-    for row in x.chunks(b) {
-        max.iter_mut()
-            .zip(row)
-            .for_each(|(m, &x)| *m = m.max(x * inv_t));
-    }
-    let mut sum = vec![0f32; b];
-    for row in x.chunks(b) {
-        for ((s, &x), &m) in sum.iter_mut().zip(row).zip(&max) {
-            *s += fastmath::exp(x * inv_t - m);
-        }
-    }
-    let shift: Vec<f32> = max.iter().zip(&sum).map(|(m, s)| m + s.ln()).collect();
-    let mut out = vec![0f32; b * v];
-    for (f, row) in x.chunks(b).enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            out[j * v + f] = x * inv_t - shift[j];
-        }
-    }
-    out
-}
-
-/// Layer normalization over the features of feature-major `x` `[F, B]` in place, with
-/// per-feature `gamma`, `beta` (`torch.nn.LayerNorm`: biased variance, `eps` inside the root).
-pub(crate) fn layer_norm_cols(x: &mut [f32], b: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    let f = gamma.len();
-    let mut mean = vec![0f32; b];
-    for row in x.chunks(b) {
-        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
-    }
-    mean.iter_mut().for_each(|m| *m /= f as f32);
-    let mut var = vec![0f32; b];
-    for row in x.chunks(b) {
-        for ((s, &x), &m) in var.iter_mut().zip(row).zip(&mean) {
-            *s += (x - m) * (x - m);
-        }
-    }
-    let inv: Vec<f32> = var
-        .iter()
-        .map(|s| 1.0 / (s / f as f32 + eps).sqrt())
-        .collect();
-    for (r, row) in x.chunks_mut(b).enumerate() {
-        for ((x, &m), &i) in row.iter_mut().zip(&mean).zip(&inv) {
-            *x = (*x - m) * i * gamma[r] + beta[r];
-        }
-    }
 }
 
 /// PyTorch's LSTM cell update from pre-activation gates (order `i, f, g, o`) in one pass:

@@ -44,6 +44,33 @@ impl<'a> HostF32<'a> {
     }
 }
 
+/// A tensor's values on the host: borrowed when it is a contiguous CPU f32 tensor, else
+/// copied.
+pub(crate) enum HostData<'a> {
+    Borrowed(HostF32<'a>),
+    Owned(Vec<f32>),
+}
+
+impl<'a> HostData<'a> {
+    pub fn new(t: &'a Tensor) -> Result<Self> {
+        if t.is_contiguous() && t.device().is_cpu() && t.dtype() == candle_core::DType::F32 {
+            return Ok(Self::Borrowed(HostF32::new(t, "tensor")?));
+        }
+        Ok(Self::Owned(
+            t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        ))
+    }
+
+    pub fn slice(&self) -> &[f32] {
+        match self {
+            Self::Borrowed(h) => h.slice(),
+            Self::Owned(v) => v,
+        }
+    }
+}
+
 /// A strided matrix over a slice: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {

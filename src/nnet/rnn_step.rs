@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::fused::{gru_update_fm, lstm_update_fm};
 use super::gemm::{gather_cols, matmul_into, matmul_into_with, wxt, HostF32, Parents, View};
 use super::rnn::{GruCell, LstmCell};
+use crate::fastmath;
 
 /// A bias vector on the host: the sum of the given tensors (`None` entries skipped).
 fn host_bias(parts: &[Option<&Tensor>], len: usize) -> Result<Vec<f32>> {
@@ -173,6 +174,59 @@ impl<'a> GruLayerStep<'a> {
         let mut h = vec![0f32; hd * b];
         gru_update_fm(&gi, &gh, &h0, &mut h);
         Ok(h)
+    }
+}
+
+/// `log_softmax(x / temperature)` over the features of feature-major `x` `[V, B]`, returned
+/// row-major `[B, V]` (the beam search's layout).
+pub(crate) fn log_softmax_cols(x: &[f32], b: usize, temperature: f32) -> Vec<f32> {
+    let v = x.len().checked_div(b).unwrap_or(0);
+    let inv_t = 1.0 / temperature;
+    let mut max = vec![f32::NEG_INFINITY; b];
+    for row in x.chunks(b) {
+        max.iter_mut()
+            .zip(row)
+            .for_each(|(m, &x)| *m = m.max(x * inv_t));
+    }
+    let mut sum = vec![0f32; b];
+    for row in x.chunks(b) {
+        for ((s, &x), &m) in sum.iter_mut().zip(row).zip(&max) {
+            *s += fastmath::exp(x * inv_t - m);
+        }
+    }
+    let shift: Vec<f32> = max.iter().zip(&sum).map(|(m, s)| m + s.ln()).collect();
+    let mut out = vec![0f32; b * v];
+    for (f, row) in x.chunks(b).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            out[j * v + f] = x * inv_t - shift[j];
+        }
+    }
+    out
+}
+
+/// Layer normalization over the features of feature-major `x` `[F, B]` in place, with
+/// per-feature `gamma`, `beta` (`torch.nn.LayerNorm`: biased variance, `eps` inside the root).
+pub(crate) fn layer_norm_cols(x: &mut [f32], b: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let f = gamma.len();
+    let mut mean = vec![0f32; b];
+    for row in x.chunks(b) {
+        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
+    }
+    mean.iter_mut().for_each(|m| *m /= f as f32);
+    let mut var = vec![0f32; b];
+    for row in x.chunks(b) {
+        for ((s, &x), &m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (x - m) * (x - m);
+        }
+    }
+    let inv: Vec<f32> = var
+        .iter()
+        .map(|s| 1.0 / (s / f as f32 + eps).sqrt())
+        .collect();
+    for (r, row) in x.chunks_mut(b).enumerate() {
+        for ((x, &m), &i) in row.iter_mut().zip(&mean).zip(&inv) {
+            *x = (*x - m) * i * gamma[r] + beta[r];
+        }
     }
 }
 
