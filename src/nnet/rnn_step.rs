@@ -243,10 +243,11 @@ pub(crate) fn lstm_sequence(
     reverse: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (b, t_len, _) = x.dims3()?;
-    let step = LstmLayerStep::new(cell)?;
-    let hd = step.hidden;
+    // Before borrowing the weights: candle's op reads `w_ih` under its own lock.
     let xw = super::linear(x, &cell.w_ih, None)?; // [B, T, 4H]
     let xw = xw.flatten_all()?.to_vec1::<f32>()?;
+    let step = LstmLayerStep::new(cell)?;
+    let hd = step.hidden;
     let mut h = h0.t()?.flatten_all()?.to_vec1::<f32>()?; // [H, B]
     let mut c = c0.t()?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; b * t_len * hd];
