@@ -361,6 +361,7 @@ mod tests {
     use crate::decoders::{greedy_search, GreedySearchConfig, ScorerConfig};
     use crate::lobes::rnnlm::RnnlmConfig;
     use crate::nnet::embedding::Embedding;
+    use crate::nnet::gemm::max_abs_diff;
     use crate::nnet::linear::Linear;
     use crate::nnet::rnn_decoder::{AttentionalRNNDecoder, AttentionalRNNDecoderConfig};
     use crate::nnet::Activation;
@@ -402,14 +403,6 @@ mod tests {
         Ok((modules, Rnnlm::new(&lm_cfg, vb.pp("lm"))?))
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
     /// The CPU kernels give candle's log-probabilities and attention over several steps with
     /// permutations (siblings, dropped hypotheses), two utterances of different lengths.
     #[test]
@@ -430,13 +423,13 @@ mod tests {
         for (step, perm) in perms.iter().enumerate() {
             let (lp, w) = cpu.decoder(&inp, 1.25)?;
             let (lp_ref, w_ref) = reference.decoder(&inp, 1.25)?;
-            assert!(max_diff(&lp, &lp_ref) < 1e-5, "step {step}: decoder");
-            assert!(max_diff(&w, &w_ref) < 1e-6, "step {step}: attention");
+            assert!(max_abs_diff(&lp, &lp_ref) < 1e-5, "step {step}: decoder");
+            assert!(max_abs_diff(&w, &w_ref) < 1e-6, "step {step}: attention");
             // The short utterance's padded frames get no attention.
             assert!(w[3 * 7 + 4..3 * 7 + 7].iter().all(|&x| x == 0.0));
             let l = cpu.lm(&inp, 1.0)?;
             assert!(
-                max_diff(&l, &reference.lm(&inp, 1.0)?) < 1e-5,
+                max_abs_diff(&l, &reference.lm(&inp, 1.0)?) < 1e-5,
                 "step {step}: LM"
             );
             cpu.permute(perm)?;

@@ -279,6 +279,7 @@ pub(crate) fn lstm_sequence(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nnet::gemm::max_abs_diff;
     use crate::nnet::rnn::{GruCellStack, Lstm, LstmState};
     use candle_core::{DType, Device, D};
     use candle_nn::{VarBuilder, VarMap};
@@ -286,13 +287,6 @@ mod tests {
     fn fm(t: &Tensor) -> Vec<f32> {
         // [B, F] -> feature-major [F, B]
         t.t().unwrap().flatten_all().unwrap().to_vec1().unwrap()
-    }
-
-    fn close(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     /// Stepping with a parent map equals permuting the state and running candle's layers.
@@ -324,12 +318,12 @@ mod tests {
             parents: &parents,
         };
         let (hn, cn) = step.step(&fm(&x), b, Some(&prev))?;
-        assert!(close(&hn, &fm(&want.h.get(0)?)) < 1e-5);
-        assert!(close(&cn, &fm(&want.c.get(0)?)) < 1e-5);
+        assert!(max_abs_diff(&hn, &fm(&want.h.get(0)?)) < 1e-5);
+        assert!(max_abs_diff(&cn, &fm(&want.c.get(0)?)) < 1e-5);
         // No previous state: zeros.
         let (hz, _) = step.step(&fm(&x), b, None)?;
         let (_, want0) = lstm.forward(&x.unsqueeze(1)?, None, true)?;
-        assert!(close(&hz, &fm(&want0.h.get(0)?)) < 1e-5);
+        assert!(max_abs_diff(&hz, &fm(&want0.h.get(0)?)) < 1e-5);
 
         // GRU with an input whose last 3 features are shared by siblings.
         let gru = GruCellStack::new(i + 3, hd, 1, 0.0, vb.pp("gru"))?;
@@ -346,7 +340,7 @@ mod tests {
             parents: &parents,
         };
         let got = step.step(&fm(&x), b, Some(&su), &prev)?;
-        assert!(close(&got, &fm(&want)) < 1e-5);
+        assert!(max_abs_diff(&got, &fm(&want)) < 1e-5);
         Ok(())
     }
 }
