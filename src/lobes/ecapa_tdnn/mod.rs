@@ -219,8 +219,7 @@ impl EcapaTdnn {
             x = blk.forward(&x, lengths, self.train)?;
             xl.push(x.clone());
         }
-        let x = Tensor::cat(&xl, 1)?;
-        let x = self.mfa.forward(&x, self.train)?;
+        let x = self.mfa.forward_cat(&xl, self.train)?;
         let x = self.asp.forward(&x, lens, self.train)?;
         let x = self.asp_bn.forward_t(&x, self.train)?;
         self.fc.forward_mode(&x, self.train)?.transpose(1, 2)
