@@ -36,7 +36,10 @@ pub(crate) fn search_step<'a>(
     candle: bool,
 ) -> Result<Box<dyn SearchStep + 'a>> {
     if !candle && enc.device().is_cpu() && enc.dtype() == DType::F32 {
-        return Ok(Box::new(CpuStep::new(modules, lm, enc, enc_len, group)?));
+        return Ok(Box::new(CpuStep {
+            dec: DecoderStepper::new(modules, enc, enc_len, group)?,
+            lm: lm.map(RnnlmStepper::new).transpose()?,
+        }));
     }
     Ok(Box::new(CandleStep::new(modules, lm, enc, enc_len, group)?))
 }
@@ -123,21 +126,6 @@ impl SearchStep for CandleStep<'_> {
 pub(crate) struct CpuStep<'a> {
     dec: DecoderStepper<'a>,
     lm: Option<RnnlmStepper<'a>>,
-}
-
-impl<'a> CpuStep<'a> {
-    fn new(
-        modules: &'a Seq2SeqModules,
-        lm: Option<&'a Rnnlm>,
-        enc: &Tensor,
-        enc_len: &[usize],
-        group: usize,
-    ) -> Result<Self> {
-        Ok(Self {
-            dec: DecoderStepper::new(modules, enc, enc_len, group)?,
-            lm: lm.map(RnnlmStepper::new).transpose()?,
-        })
-    }
 }
 
 impl SearchStep for CpuStep<'_> {
