@@ -62,12 +62,6 @@ impl LstmCell {
             None => None,
         };
         let hidden = h0.dim(1)?;
-        // Eval on the CPU: the gate nonlinearities in one vectorised pass (no autograd).
-        let fused = !train && x.device().is_cpu() && x.dtype() == DType::F32;
-        if t_len == 1 && x.dim(0)? <= 128 && x.device().is_cpu() {
-            let (w, b) = ((&w_ih, &w_hh), bias.as_ref());
-            return Self::step_transposed(x, w, b, &h0, &c0, fused);
-        }
         // Input projections of every step at once: one GEMM instead of T small ones.
         let xw = linear(x, &w_ih, bias.as_ref())?;
         let (mut h, mut c) = (h0, c0);
@@ -75,7 +69,7 @@ impl LstmCell {
         for step in 0..t_len {
             let t = if reverse { t_len - 1 - step } else { step };
             let gates = (xw.narrow(1, t, 1)?.squeeze(1)? + super::matmul_wt(&h, &w_hh)?)?;
-            (h, c) = cell_update(&gates, &c, false, fused)?;
+            (h, c) = cell_update(&gates, &c)?;
             outs.push(h.clone());
         }
         if reverse {
@@ -91,51 +85,15 @@ impl LstmCell {
 }
 
 /// PyTorch's LSTM update `c = σ(f) c0 + σ(i) tanh(g)`, `h = σ(o) tanh(c)` from the gates
-/// (order `i, f, g, o`): `[B, 4H]` with `c0` `[B, H]`, or `transposed` `[4H, B]` with `[H, B]`.
-/// `fused` (eval on the CPU) runs it as one vectorised pass, otherwise as candle ops (autograd).
-fn cell_update(
-    gates: &Tensor,
-    c0: &Tensor,
-    transposed: bool,
-    fused: bool,
-) -> Result<(Tensor, Tensor)> {
-    if fused {
-        return super::fused::lstm_pointwise(gates, c0, transposed);
-    }
-    let (axis, hidden) = if transposed {
-        (0, c0.dim(0)?)
-    } else {
-        (1, c0.dim(1)?)
-    };
-    let gate = |k: usize| gates.narrow(axis, k * hidden, hidden);
+/// `[B, 4H]` (order `i, f, g, o`) and `c0` `[B, H]`, as candle ops (autograd). Eval on the CPU
+/// runs [`super::rnn_step::lstm_sequence`] instead.
+fn cell_update(gates: &Tensor, c0: &Tensor) -> Result<(Tensor, Tensor)> {
+    let hidden = c0.dim(1)?;
+    let gate = |k: usize| gates.narrow(1, k * hidden, hidden);
     let (i, f) = (sigmoid(&gate(0)?)?, sigmoid(&gate(1)?)?);
     let (g, o) = (gate(2)?.tanh()?, sigmoid(&gate(3)?)?);
     let c = ((f * c0)? + (i * g)?)?;
     Ok(((o * c.tanh()?)?, c))
-}
-
-impl LstmCell {
-    /// One step for a few sequences (beam search's language model: 80 hypotheses, 2048 units)
-    /// in the transposed layout `gates^T = W_ih x^T + W_hh h^T` (`[4H, B]`): the weights are
-    /// read as stored (no re-packing in the GEMM) and each gate is a contiguous block.
-    fn step_transposed(
-        x: &Tensor,
-        (w_ih, w_hh): (&Tensor, &Tensor),
-        bias: Option<&Tensor>,
-        h0: &Tensor,
-        c0: &Tensor,
-        fused: bool,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let xt = x.squeeze(1)?.t()?.contiguous()?; // [I, B]
-        let ht = h0.t()?.contiguous()?; // [H, B]
-        let mut g = (w_ih.matmul(&xt)? + w_hh.matmul(&ht)?)?; // [4H, B]
-        if let Some(b) = bias {
-            g = g.broadcast_add(&b.unsqueeze(1)?)?;
-        }
-        let (h, c) = cell_update(&g, &c0.t()?, true, fused)?;
-        let (h, c) = (h.t()?.contiguous()?, c.t()?.contiguous()?); // [B, H]
-        Ok((h.unsqueeze(1)?, h, c))
-    }
 }
 
 /// The hidden state of an [`Lstm`]: `h` and `c`, each `[layers * directions, B, H]`
@@ -264,18 +222,22 @@ impl Lstm {
                     None => (zeros.clone(), zeros.clone()),
                 })
             };
-            // Eval on the CPU over whole sequences: plain kernels, both directions at once.
+            // Eval on the CPU: plain kernels; the two directions of a layer side by side, each
+            // on one thread.
             let eval_cpu = !train && x.device().is_cpu() && x.dtype() == DType::F32;
-            let results = if eval_cpu && x.dim(1)? > 1 {
-                let run = |d: usize| -> Result<(Tensor, Tensor, Tensor)> {
+            let results = if eval_cpu && x.dim(1)? > 0 {
+                let run = |d: usize, threads: usize| -> Result<(Tensor, Tensor, Tensor)> {
                     let (h0, c0) = init(d)?;
-                    super::rnn_step::lstm_sequence(&cells[d], &x, (&h0, &c0), d == 1)
+                    super::rnn_step::lstm_sequence(&cells[d], &x, (&h0, &c0), d == 1, threads)
                 };
                 if cells.len() == 2 {
-                    let (a, b) = rayon::join(|| run(0), || run(1));
+                    let (a, b) = rayon::join(|| run(0, 1), || run(1, 1));
                     vec![a?, b?]
                 } else {
-                    (0..cells.len()).map(run).collect::<Result<Vec<_>>>()?
+                    let threads = candle_core::utils::get_num_threads();
+                    (0..cells.len())
+                        .map(|d| run(d, threads))
+                        .collect::<Result<Vec<_>>>()?
                 }
             } else {
                 let mut r = Vec::with_capacity(cells.len());
@@ -420,8 +382,8 @@ mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
 
-    /// Eval mode (fused kernels, transposed one-step path) equals training mode (candle ops
-    /// with autograd) when dropout is off.
+    /// Eval mode (the CPU sequence kernels, bidirectional, one step and several) equals
+    /// training mode (candle ops with autograd) when dropout is off.
     #[test]
     fn eval_kernels_equal_training_ops() -> Result<()> {
         let dev = Device::Cpu;

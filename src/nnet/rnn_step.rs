@@ -233,14 +233,15 @@ pub(crate) fn layer_norm_cols(x: &mut [f32], b: usize, gamma: &[f32], beta: &[f3
 /// An LSTM direction over a whole sequence in eval mode on the CPU: `x` `[B, T, I]` from
 /// `(h0, c0)` `[B, H]`, forwards or backwards in time; returns the outputs `[B, T, H]` and the
 /// final state, as [`super::rnn::Lstm`]'s cells do. The input projection of every step is one
-/// GEMM; each step's recurrent product runs single-threaded, so that the two directions of a
-/// bidirectional layer can run side by side (at batch 1 the product is memory-bound and two
+/// GEMM; each step's recurrent product runs on `threads` threads: one lets the two directions
+/// of a bidirectional layer run side by side (at batch 1 the product is memory-bound and two
 /// cores stream two weights twice as fast as one).
 pub(crate) fn lstm_sequence(
     cell: &LstmCell,
     x: &Tensor,
     (h0, c0): (&Tensor, &Tensor),
     reverse: bool,
+    threads: usize,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (b, t_len, _) = x.dims3()?;
     // Before borrowing the weights: candle's op reads `w_ih` under its own lock.
@@ -256,7 +257,14 @@ pub(crate) fn lstm_sequence(
     let w_hh = View::rows(step.w_hh.slice(), 4 * hd, hd, hd);
     for s in 0..t_len {
         let t = if reverse { t_len - 1 - s } else { s };
-        matmul_into_with(&mut gates, b, w_hh, View::rows(&h, hd, b, b), false, 1)?;
+        matmul_into_with(
+            &mut gates,
+            b,
+            w_hh,
+            View::rows(&h, hd, b, b),
+            false,
+            threads,
+        )?;
         for (r, row) in gates.chunks_mut(b).enumerate() {
             for (j, g) in row.iter_mut().enumerate() {
                 *g += xw[(j * t_len + t) * 4 * hd + r] + step.bias[r];
