@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::nnet::cnn::Conv1d;
 use crate::nnet::fused::bias_relu_affine_rows;
-use crate::nnet::gemm::{matmul_into, HostF32, View};
+use crate::nnet::gemm::HostF32;
 use crate::nnet::normalization::BatchNorm1d;
 use crate::nnet::stats_pooling::weighted_mean_std;
 
@@ -38,28 +38,19 @@ impl TdnnBlock {
                 .norm
                 .forward_t(&self.conv.forward_mode(x, train)?.relu()?, train);
         }
-        let (b, c, t) = x.dims3()?;
-        if self.host_ok(x) {
+        if self.conv.host_ok(x) {
+            // The convolution, then bias + ReLU + BatchNorm in place.
+            let (b, _, t) = x.dims3()?;
             let co = self.conv.weight().dim(0)?;
-            let x = x.contiguous()?;
-            let xs = HostF32::new(&x, "TDNN input")?;
-            let ep = self.epilogue()?;
-            let mut out = vec![0f32; b * co * t];
-            for (xb, ob) in xs.slice().chunks(c * t).zip(out.chunks_mut(co * t)) {
-                self.forward_host(xb, t, &ep, ob)?;
-            }
-            return Tensor::from_vec(out, (b, co, t), x.device());
+            let mut y = self.conv.forward_host_batch(x)?;
+            self.epilogue()?.apply(&mut y, t);
+            return Tensor::from_vec(y, (b, co, t), x.device());
         }
         // Eval: bias, ReLU and BatchNorm in one pass.
         let (scale, shift) = self.norm.eval_affine()?;
         let y = self.conv.forward_unbiased(x, false)?;
         let bias = self.conv.bias().map(|b| b.detach());
         crate::nnet::fused::bias_relu_affine(&y, bias.as_ref(), &scale, &shift)
-    }
-
-    /// Whether the host kernels apply to `x` (eval on the CPU, see `Conv1d::host_ok`).
-    fn host_ok(&self, x: &Tensor) -> bool {
-        x.device().is_cpu() && x.dtype() == DType::F32 && x.elem_count() > 0 && self.conv.host_ok()
     }
 
     /// Eval-mode constants: the conv bias and the BatchNorm as `x * scale + shift`.
@@ -72,23 +63,30 @@ impl TdnnBlock {
         })
     }
 
-    /// Eval on host slices for one sequence: `out` `[C_out, T]` for `x` `[C_in, T]`.
-    fn forward_host(&self, x: &[f32], t: usize, ep: &Epilogue, out: &mut [f32]) -> Result<()> {
-        self.conv.forward_host(x, t, out)?;
-        bias_relu_affine_rows(out, t, ep.bias.as_deref(), &ep.scale, &ep.shift);
+    /// Eval on host slices for one sequence: `out` `[C_out, T]` for `x` `[C_in, T]` with rows
+    /// `ld` apart (see `Conv1d::forward_host`).
+    fn forward_host(
+        &self,
+        x: &[f32],
+        (t, ld): (usize, usize),
+        ep: &Epilogue,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.conv.forward_host(x, (t, ld), out)?;
+        ep.apply(out, t);
         Ok(())
     }
 
     /// The block on `cat(parts, 1)` (multi-layer feature aggregation). In eval on the CPU with
-    /// a 1x1 kernel the concatenation is written with its frames padded to a multiple of 16,
-    /// which the GEMM runs faster (no ragged edge), and the epilogue drops the padding.
+    /// a 1x1 kernel the concatenation is written once, with its rows padded to a multiple of 16
+    /// frames, so that the GEMM needs no ragged edge (see `Conv1d::forward_host`).
     pub(super) fn forward_cat(&self, parts: &[Tensor], train: bool) -> Result<Tensor> {
         let first = parts
             .first()
             .ok_or_else(|| candle_core::Error::Msg("no input".into()))?;
         let (b, _, t) = first.dims3()?;
         let (co, ci, k) = self.conv.weight().dims3()?;
-        if train || k != 1 || !self.host_ok(first) {
+        if train || k != 1 || !self.conv.host_ok(first) {
             return self.forward(&Tensor::cat(parts, 1)?, train);
         }
         let tp = t.next_multiple_of(16);
@@ -101,9 +99,7 @@ impl TdnnBlock {
             .map(|p| HostF32::new(p, "TDNN input"))
             .collect::<Result<Vec<_>>>()?;
         let ep = self.epilogue()?;
-        let w = HostF32::new(self.conv.weight(), "Conv1d weight")?;
         let mut cat = vec![0f32; ci * tp];
-        let mut y = vec![0f32; co * tp];
         let mut out = vec![0f32; b * co * t];
         for (bi, ob) in out.chunks_mut(co * t).enumerate() {
             let mut rows = cat.chunks_mut(tp);
@@ -116,12 +112,7 @@ impl TdnnBlock {
                     }
                 }
             }
-            let a = View::rows(w.slice(), co, ci, ci);
-            matmul_into(&mut y, tp, a, View::rows(&cat, ci, tp, tp), false)?;
-            for (o, y) in ob.chunks_mut(t).zip(y.chunks(tp)) {
-                o.copy_from_slice(&y[..t]);
-            }
-            bias_relu_affine_rows(ob, t, ep.bias.as_deref(), &ep.scale, &ep.shift);
+            self.forward_host(&cat, (t, tp), &ep, ob)?;
         }
         Tensor::from_vec(out, (b, co, t), first.device())
     }
@@ -158,7 +149,7 @@ impl Res2NetBlock {
         Ok(Self { blocks, scale })
     }
     pub(super) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train && self.blocks.iter().all(|b| b.host_ok(x)) && x.dim(1)? % self.scale == 0 {
+        if !train && self.blocks.iter().all(|b| b.conv.host_ok(x)) && x.dim(1)? % self.scale == 0 {
             return self.forward_host(x);
         }
         let chunks = x.chunk(self.scale, 1)?;
@@ -204,7 +195,7 @@ impl Res2NetBlock {
                         .zip(xi.iter().zip(prev))
                         .for_each(|(v, (a, p))| *v = a + p);
                 }
-                self.blocks[i - 1].forward_host(&inp, t, &eps[i - 1], &mut rest[..n])?;
+                self.blocks[i - 1].forward_host(&inp, (t, t), &eps[i - 1], &mut rest[..n])?;
             }
         }
         Tensor::from_vec(out, (b, c, t), x.device())
@@ -216,6 +207,13 @@ struct Epilogue {
     bias: Option<Vec<f32>>,
     scale: Vec<f32>,
     shift: Vec<f32>,
+}
+
+impl Epilogue {
+    /// Bias, ReLU and BatchNorm in place on rows of `t` frames (`[.., C, T]`).
+    fn apply(&self, y: &mut [f32], t: usize) {
+        bias_relu_affine_rows(y, t, self.bias.as_deref(), &self.scale, &self.shift);
+    }
 }
 
 /// Relative lengths -> `[B, 1, L]` float mask with `t < len * L` (SpeechBrain's length_to_mask).
@@ -424,12 +422,13 @@ mod tests {
         let mfa = TdnnBlock::new(8, 6, 1, 1, 1, vb.pp("mfa"))?;
         let r2 = Res2NetBlock::new(16, 4, 3, 2, vb.pp("r2"))?;
         randomize(&vm)?;
+        // candle's ops: the convolution in training mode (no host kernel), BatchNorm in eval.
         let composed = |b: &TdnnBlock, x: &Tensor| -> Result<Tensor> {
             b.norm
-                .forward_t(&b.conv.forward_mode(x, false)?.relu()?, false)
+                .forward_t(&b.conv.forward_mode(x, true)?.relu()?, false)
         };
         let x = Tensor::randn(0f32, 1.0, (2, 8, 11), &Device::Cpu)?;
-        assert!(tdnn.host_ok(&x));
+        assert!(tdnn.conv.host_ok(&x));
         assert!(max_diff(&tdnn.forward(&x, false)?, &composed(&tdnn, &x)?)? < 1e-4);
         // Aggregation over a concatenation written with padded frames.
         let parts = [x.narrow(1, 0, 3)?, x.narrow(1, 3, 5)?];
