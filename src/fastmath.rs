@@ -42,6 +42,12 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
+/// The polynomial with coefficients `c` (highest degree first) at `x`, by Horner's rule.
+#[inline(always)]
+fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    c[1..].iter().fold(c[0], |p, &k| p * x + k)
+}
+
 /// `e^x` (saturating at `x = 88`, 0 below `x = -87.3`).
 ///
 /// ```
@@ -51,23 +57,30 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x0 = x;
-    let x = x.clamp(-87.3, 88.0); // NaN stays NaN
-                                  // Round x / ln2 to an integer by adding 1.5 * 2^23 (the FPU rounds to nearest); the integer
-                                  // is then also in the low mantissa bits. No float-to-int cast: Rust's saturating `as`
-                                  // (with its NaN check) would keep the loop from vectorising.
+    // NaN stays NaN.
+    let x = x.clamp(-87.3, 88.0);
+    // Round x / ln2 to an integer by adding 1.5 * 2^23 (the FPU rounds to nearest); the
+    // integer is then also in the low mantissa bits. No float-to-int cast: Rust's saturating
+    // `as` (with its NaN check) would keep the loop from vectorising.
     const MAGIC: f32 = 12_582_912.0;
     let kf = x * LOG2E + MAGIC;
     let k = kf - MAGIC;
-    let r = x - k * LN2_HI - k * LN2_LO; // |r| <= ln2 / 2
-                                         // Taylor series of e^r to r^7 (truncation error < 6e-9 relative on |r| <= 0.35).
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+    // |r| <= ln2 / 2.
+    let r = x - k * LN2_HI - k * LN2_LO;
+    // Taylor series of e^r to r^7 (truncation error < 6e-9 relative on |r| <= 0.35).
+    let p = horner(
+        r,
+        &[
+            1.0 / 5040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ],
+    );
     let ki = (kf.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let y = p * f32::from_bits((ki.wrapping_add(127) << 23) as u32);
     // Below the clamp (e.g. -inf from a mask) the result is 0, as a softmax needs.
@@ -90,14 +103,19 @@ pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     let big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
     let s = a * a;
-    let p = 6_404_582.0 / 10_854_718_875.0;
-    let p = p * s - 929_569.0 / 638_512_875.0;
-    let p = p * s + 21_844.0 / 6_081_075.0;
-    let p = p * s - 1_382.0 / 155_925.0;
-    let p = p * s + 62.0 / 2_835.0;
-    let p = p * s - 17.0 / 315.0;
-    let p = p * s + 2.0 / 15.0;
-    let p = p * s - 1.0 / 3.0;
+    let p = horner(
+        s,
+        &[
+            6_404_582.0 / 10_854_718_875.0,
+            -929_569.0 / 638_512_875.0,
+            21_844.0 / 6_081_075.0,
+            -1_382.0 / 155_925.0,
+            62.0 / 2_835.0,
+            -17.0 / 315.0,
+            2.0 / 15.0,
+            -1.0 / 3.0,
+        ],
+    );
     let small = a + a * s * p;
     let y = if a < 0.5 { small } else { big };
     y.copysign(x)
@@ -118,13 +136,10 @@ pub fn log10(x: f32) -> f32 {
     }
     // ln(m) = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716: odd series to s^11.
     let s = (m - 1.0) / (m + 1.0);
-    let s2 = s * s;
-    let p = 1.0 / 11.0;
-    let p = p * s2 + 1.0 / 9.0;
-    let p = p * s2 + 1.0 / 7.0;
-    let p = p * s2 + 1.0 / 5.0;
-    let p = p * s2 + 1.0 / 3.0;
-    let p = p * s2 + 1.0;
+    let p = horner(
+        s * s,
+        &[1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0],
+    );
     let ln_m = 2.0 * s * p;
     (ln_m + e as f32 * LN2) * INV_LN10
 }
