@@ -8,7 +8,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::seq2seq::Seq2SeqModules;
 use crate::lobes::rnnlm::{Rnnlm, RnnlmStepper};
-use crate::nnet::fused::{location_energies_host, softmax_row};
+use crate::nnet::fused::{f32_vec, location_energies_host, softmax_row};
 use crate::nnet::gemm::{embed_fm, gather_cols, matmul_into, HostF32, HostLinear, Parents, View};
 use crate::nnet::rnn::LstmState;
 use crate::nnet::rnn_decoder::DecoderState;
@@ -191,20 +191,14 @@ impl<'a> DecoderStepper<'a> {
     ) -> Result<Self> {
         let (u, t, _) = enc.dims3()?;
         let at = &m.dec.attn;
-        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let enc_h = crate::nnet::linear(enc, &at.mlp_enc.0, Some(&at.mlp_enc.1))?;
         let a = enc_h.dim(2)?;
-        for (i, &len) in enc_len.iter().enumerate() {
-            if len == 0 || len > t {
-                candle_core::bail!("attention: length {len} of sequence {i} not in 1..={t}");
-            }
+        if enc_len.len() != u {
+            candle_core::bail!("decoder step: {} lengths for {u} utterances", enc_len.len());
         }
         let n = u * group;
-        let mut prev_attn = vec![0f32; n * t];
-        for (j, row) in prev_attn.chunks_mut(t).enumerate() {
-            let len = enc_len[j / group];
-            row[..len].fill(1.0 / len as f32);
-        }
+        let lens: Vec<usize> = (0..n).map(|j| enc_len[j / group]).collect();
+        let (_, prev_attn) = crate::nnet::attention::initial_weights(&lens, t)?;
         let hidden = m.dec.rnn.hidden_size();
         let gru = m.dec.rnn.cells.iter().map(GruLayerStep::new);
         Ok(Self {
@@ -212,17 +206,17 @@ impl<'a> DecoderStepper<'a> {
             emb_dim: m.emb.weight.dim(1)?,
             gru: gru.collect::<Result<Vec<_>>>()?,
             mlp_dec: HostLinear::new(&at.mlp_dec.0, Some(&at.mlp_dec.1), "attention mlp_dec")?,
-            loc_bias: host(&at.mlp_loc.1)?,
-            loc_wt: host(&at.mlp_loc.0.t()?)?,
-            v_attn: host(&at.mlp_attn)?,
-            conv_w: host(&at.conv_loc)?,
+            loc_bias: f32_vec(&at.mlp_loc.1)?,
+            loc_wt: f32_vec(&at.mlp_loc.0.t()?)?,
+            v_attn: f32_vec(&at.mlp_attn)?,
+            conv_w: f32_vec(&at.conv_loc)?,
             half_kernel: at.kernel_size,
             scaling: at.scaling as f32,
             mlp_out: HostLinear::new(&at.mlp_out.0, Some(&at.mlp_out.1), "attention mlp_out")?,
             proj: HostLinear::new(&m.dec.proj.0, Some(&m.dec.proj.1), "decoder proj")?,
             seq_lin: HostLinear::new(&m.seq_lin.weight, m.seq_lin.bias.as_ref(), "seq_lin")?,
-            enc: host(enc)?,
-            enc_h: host(&enc_h)?,
+            enc: f32_vec(enc)?,
+            enc_h: f32_vec(&enc_h)?,
             frames: t,
             lens: enc_len.to_vec(),
             group,

@@ -8,6 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::embedding::Embedding;
+use crate::nnet::fused::f32_vec;
 use crate::nnet::gemm::{embed_fm, HostF32, HostLinear, Parents};
 use crate::nnet::linear::Linear;
 use crate::nnet::normalization::LayerNorm;
@@ -212,15 +213,12 @@ impl<'a> RnnlmStepper<'a> {
             .map(|cells| LstmLayerStep::new(&cells[0]))
             .collect::<Result<Vec<_>>>()?;
         let dnn = match &lm.dnn {
-            Some((lin, norm)) => {
-                let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-                Some((
-                    HostLinear::new(&lin.weight, lin.bias.as_ref(), "RNNLM dnn")?,
-                    host(&norm.weight)?,
-                    host(&norm.bias)?,
-                    norm.eps,
-                ))
-            }
+            Some((lin, norm)) => Some((
+                HostLinear::new(&lin.weight, lin.bias.as_ref(), "RNNLM dnn")?,
+                f32_vec(&norm.weight)?,
+                f32_vec(&norm.bias)?,
+                norm.eps,
+            )),
             None => None,
         };
         Ok(Self {

@@ -193,6 +193,23 @@ pub struct LocationAwareAttention {
     pub(crate) scaling: f64,
 }
 
+/// The start of location-aware attention for sequences with `enc_len` valid frames of `t`:
+/// the mask (1 on valid frames) and the first "previous" weights (uniform over the valid
+/// frames), each `[B, T]` row-major.
+pub(crate) fn initial_weights(enc_len: &[usize], t: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let b = enc_len.len();
+    let mut mask = vec![0f32; b * t];
+    let mut prev = vec![0f32; b * t];
+    for (i, &len) in enc_len.iter().enumerate() {
+        if len == 0 || len > t {
+            candle_core::bail!("attention: length {len} of sequence {i} not in 1..={t}");
+        }
+        mask[i * t..i * t + len].fill(1.0);
+        prev[i * t..i * t + len].fill(1.0 / len as f32);
+    }
+    Ok((mask, prev))
+}
+
 /// The memory of [`LocationAwareAttention`] for a batch of sequences.
 #[derive(Debug, Clone)]
 pub struct LocationAttnState {
@@ -273,17 +290,10 @@ impl LocationAwareAttention {
             &param(&self.mlp_enc.0, train),
             Some(&param(&self.mlp_enc.1, train)),
         )?;
-        let mut mask = vec![0f32; b * t];
-        let mut prev = vec![0f32; b * t];
-        for (i, &len) in enc_len.iter().enumerate() {
-            if len == 0 || len > t {
-                candle_core::bail!("attention: length {len} of sequence {i} not in 1..={t}");
-            }
-            for j in 0..len {
-                mask[i * t + j] = 1.0;
-                prev[i * t + j] = 1.0 / len as f32;
-            }
+        if enc_len.len() != b {
+            candle_core::bail!("attention: {} lengths for {b} sequences", enc_len.len());
         }
+        let (mask, prev) = initial_weights(enc_len, t)?;
         let dev = enc_states.device();
         Ok(LocationAttnState {
             enc_h,

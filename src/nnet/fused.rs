@@ -3,11 +3,10 @@
 //! BatchNorm) cost several passes over a `[B, C, T]` tensor where one suffices. These kernels
 //! are for eval mode only (no autograd); other devices and dtypes use the composed ops.
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gemm::HostData;
 use crate::fastmath::{self, lanes_max, lanes_sum, simd_dispatch};
 
 /// `max(x + bias[c], 0) * scale[c] + shift[c]` over `[B, C, T]` (per channel `c`): a
@@ -219,15 +218,9 @@ pub fn location_energies(
     if be != b && be != 1 {
         candle_core::bail!("location_energies: enc_h has {be} sequences, expected {b} or 1");
     }
-    let enc_h = enc_h.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = enc_h.storage_and_layout();
-    let enc = match &*storage {
-        // Borrowed, not copied: it is the largest input (`[beams, T, A]`, every step).
-        Storage::Cpu(CpuStorage::F32(v)) => {
-            &v[layout.start_offset()..layout.start_offset() + be * t * a]
-        }
-        _ => candle_core::bail!("location_energies: enc_h must be a CPU tensor"),
-    };
+    // Borrowed, not copied: it is the largest input (`[beams, T, A]`, every step).
+    let enc = HostData::new(enc_h)?;
+    let enc = enc.slice();
     let dec = f32_vec(dec_bias)?;
     let conv = f32_vec(&conv.transpose(1, 2)?)?; // [B, T, C]
     let wt = f32_vec(&w_loc.t()?)?; // [C, A]
@@ -299,13 +292,15 @@ pub fn lstm_pointwise(gates: &Tensor, c0: &Tensor, transposed: bool) -> Result<(
             c0.dims()
         );
     }
-    let g = f32_vec(gates)?;
-    let c0v = f32_vec(c0)?;
+    let g = HostData::new(gates)?;
+    let g = g.slice();
+    let c0v = HostData::new(c0)?;
+    let c0v = c0v.slice();
     let n = r * q;
     let mut out = vec![0f32; 2 * n];
     let (hs, cs) = out.split_at_mut(n);
     if transposed {
-        lstm_update_fm(&g, &c0v, hs, cs);
+        lstm_update_fm(g, c0v, hs, cs);
     } else {
         // Each row of `[B, 4H]` holds one sequence's four gates.
         let rows = g.chunks(4 * q).zip(c0v.chunks(q));

@@ -216,9 +216,7 @@ impl<'a> HostLinear<'a> {
     /// Borrows `weight` `[out, in]`; copies `bias` `[out]`.
     pub fn new(weight: &'a Tensor, bias: Option<&Tensor>, what: &str) -> Result<Self> {
         let (out, inp) = weight.dims2()?;
-        let b = bias
-            .map(|b| b.flatten_all()?.to_vec1::<f32>())
-            .transpose()?;
+        let b = bias.map(super::fused::f32_vec).transpose()?;
         if b.as_ref().is_some_and(|b| b.len() != out) {
             candle_core::bail!("{what}: bias does not have {out} values");
         }

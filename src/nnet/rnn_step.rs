@@ -11,7 +11,7 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use super::fused::{gru_update_fm, lstm_update_fm};
+use super::fused::{f32_vec, gru_update_fm, lstm_update_fm};
 use super::gemm::{gather_cols, matmul_into, matmul_into_with, wxt, HostF32, Parents, View};
 use super::rnn::{GruCell, LstmCell};
 use crate::fastmath;
@@ -20,7 +20,7 @@ use crate::fastmath;
 fn host_bias(parts: &[Option<&Tensor>], len: usize) -> Result<Vec<f32>> {
     let mut out = vec![0f32; len];
     for t in parts.iter().flatten() {
-        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        let v = f32_vec(t)?;
         if v.len() != len {
             candle_core::bail!("recurrent step: bias of {} values, expected {len}", v.len());
         }
