@@ -237,24 +237,26 @@ impl<'a> DecoderStepper<'a> {
             Some(p) => p,
             None => Parents::identity(b),
         };
-        if p.parent.len() != b || p.parent.iter().any(|&i| i >= n_prev) {
-            candle_core::bail!("decoder step: {b} hypotheses do not follow the {n_prev} before");
-        }
+        p.check(b, n_prev)?;
         // The GRU: its input is [embedding; previous attention output], the latter shared by
         // siblings.
-        let mut x = embed_fm(self.emb.slice(), self.emb_dim, inp)?;
+        let emb = embed_fm(self.emb.slice(), self.emb_dim, inp)?;
         let ctx_u = gather_cols(&self.ctx, n_prev, &p.unique);
-        let mut new_h = Vec::with_capacity(self.gru.len());
+        let mut new_h: Vec<Vec<f32>> = Vec::with_capacity(self.gru.len());
         for (l, cell) in self.gru.iter().enumerate() {
             let prev = Prev {
                 h: &self.h[l],
                 c: None,
                 parents: &p,
             };
-            let shared = (l == 0).then_some(ctx_u.as_slice());
-            x = cell.step(&x, b, shared, &prev)?;
-            new_h.push(x.clone());
+            let (inp, shared) = match new_h.last() {
+                Some(h) => (h, None),
+                None => (&emb, Some(ctx_u.as_slice())),
+            };
+            let h = cell.step(inp, b, shared, &prev)?;
+            new_h.push(h);
         }
+        let x = new_h.last().map_or(&emb, |h| h);
         // Location-aware attention.
         let prev_attn: Vec<f32> = p
             .parent
@@ -262,7 +264,7 @@ impl<'a> DecoderStepper<'a> {
             .flat_map(|&i| self.prev_attn[i * t..(i + 1) * t].iter().copied())
             .collect();
         let conv = self.location_conv(&prev_attn, b);
-        let dec_h = self.mlp_dec.forward(&x, b)?; // [A, N]
+        let dec_h = self.mlp_dec.forward(x, b)?; // [A, N]
         let mut dec_rows = vec![0f32; b * a];
         for (r, row) in dec_h.chunks(b).enumerate() {
             for (j, &v) in row.iter().enumerate() {
@@ -298,7 +300,7 @@ impl<'a> DecoderStepper<'a> {
         }
         let c_out = self.mlp_out.forward(&ctx, b)?; // [A, N]
         let mut cat = c_out.clone();
-        cat.extend_from_slice(&x);
+        cat.extend_from_slice(x);
         let dec_out = self.proj.forward(&cat, b)?;
         let logits = self.seq_lin.forward(&dec_out, b)?;
         self.h = new_h;
@@ -419,6 +421,10 @@ mod tests {
             inp = vec![3, 7, 7, 22, 1, 5];
             inp.rotate_left(step);
         }
+        // A parent that does not exist is an error in both models, not a panic.
+        cpu.permute(&[0, 0, 0, 0, 0, 6])?;
+        assert!(cpu.decoder(&inp, 1.0).is_err());
+        assert!(cpu.lm(&inp, 1.0).is_err());
         Ok(())
     }
 

@@ -195,8 +195,9 @@ pub(crate) struct RnnlmStepper<'a> {
     dnn: Option<(HostLinear<'a>, Vec<f32>, Vec<f32>, f32)>,
     out: HostLinear<'a>,
     activation: Activation,
-    /// Per layer `(h, c)` `[H, B]` after the last step.
+    /// Per layer `(h, c)` `[H, B]` after the last step, and that step's `B`.
     state: Option<Vec<(Vec<f32>, Vec<f32>)>>,
+    n_prev: usize,
     parents: Option<Parents>,
 }
 
@@ -229,6 +230,7 @@ impl<'a> RnnlmStepper<'a> {
             out: HostLinear::new(&lm.out.weight, lm.out.bias.as_ref(), "RNNLM out")?,
             activation: lm.cfg.activation,
             state: None,
+            n_prev: 0,
             parents: None,
         })
     }
@@ -236,34 +238,38 @@ impl<'a> RnnlmStepper<'a> {
     /// `log_softmax(logits / temperature)` `[B, V]` (row-major) after feeding `tokens`.
     pub fn step(&mut self, tokens: &[u32], temperature: f32) -> Result<Vec<f32>> {
         let b = tokens.len();
-        let mut x = embed_fm(self.emb.slice(), self.emb_dim, tokens)?;
+        let emb = embed_fm(self.emb.slice(), self.emb_dim, tokens)?;
         let parents = match self.parents.take() {
             Some(p) => p,
             None => Parents::identity(b),
         };
-        let mut new_state = Vec::with_capacity(self.layers.len());
+        if self.state.is_some() {
+            parents.check(b, self.n_prev)?;
+        }
+        let mut new_state: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let prev = self.state.as_ref().map(|st| Prev {
                 h: &st[l].0,
                 c: Some(&st[l].1),
                 parents: &parents,
             });
-            let (h, c) = layer.step(&x, b, prev.as_ref())?;
-            x = h.clone();
-            new_state.push((h, c));
+            let inp = new_state.last().map_or(&emb, |(h, _)| h);
+            let hc = layer.step(inp, b, prev.as_ref())?;
+            new_state.push(hc);
         }
-        self.state = Some(new_state);
-        if let Some((lin, gamma, beta, eps)) = &self.dnn {
-            let mut y = lin.forward(&x, b)?;
-            layer_norm_cols(&mut y, b, gamma, beta, *eps);
-            let t = Tensor::from_vec(y, (lin.out, b), &candle_core::Device::Cpu)?;
-            x = self
-                .activation
-                .forward(&t)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-        }
-        let logits = self.out.forward(&x, b)?;
+        self.n_prev = b;
+        let state = self.state.insert(new_state);
+        let h = state.last().map_or(&emb, |(h, _)| h);
+        let logits = match &self.dnn {
+            Some((lin, gamma, beta, eps)) => {
+                let mut y = lin.forward(h, b)?;
+                layer_norm_cols(&mut y, b, gamma, beta, *eps);
+                let t = Tensor::from_vec(y, (lin.out, b), &candle_core::Device::Cpu)?;
+                self.out
+                    .forward(&f32_vec(&self.activation.forward(&t)?)?, b)?
+            }
+            None => self.out.forward(h, b)?,
+        };
         Ok(log_softmax_cols(&logits, b, temperature))
     }
 

@@ -296,6 +296,14 @@ impl Parents {
     pub fn identity(n: usize) -> Self {
         Self::new((0..n).collect())
     }
+
+    /// An error unless these are `b` hypotheses continuing some of the `n_prev` before.
+    pub fn check(&self, b: usize, n_prev: usize) -> Result<()> {
+        if self.parent.len() != b || self.parent.iter().any(|&i| i >= n_prev) {
+            candle_core::bail!("search step: {b} hypotheses do not follow the {n_prev} before");
+        }
+        Ok(())
+    }
 }
 
 /// The largest absolute difference of two equally long slices (tests).
