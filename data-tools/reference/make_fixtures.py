@@ -29,6 +29,7 @@ TARGETS = {
     "separation": "fixtures_separation",
     "asr": "fixtures_asr",
     "wer": "fixtures_wer",
+    "finetune": "fixtures_finetune",
 }
 
 
