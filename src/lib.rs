@@ -9,6 +9,7 @@
 //! [`dataio`] (`speechbrain.dataio`: `DynamicItemDataset`, `PaddedBatch`, data loaders, manifests).
 
 pub mod audio;
+pub mod brain;
 pub mod dataio;
 pub mod decoders;
 pub mod fastmath;

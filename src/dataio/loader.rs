@@ -185,8 +185,18 @@ impl DataLoader {
     /// The batches of `epoch`, in order. A batch that fails (e.g. an audio file missing) yields
     /// an error naming the data point; iteration may go on with the next batch.
     pub fn iter(&self, epoch: u64) -> BatchIter {
+        self.iter_from(epoch, 0)
+    }
+
+    /// As [`iter`](Self::iter), skipping the first `skip` batches without loading them: how a
+    /// run recovered from an intra-epoch checkpoint goes on where it stopped (SpeechBrain's
+    /// `SaveableDataLoader`).
+    pub fn iter_from(&self, epoch: u64, skip: usize) -> BatchIter {
         let batches = match self.batches(epoch) {
-            Ok(b) => b,
+            Ok(mut b) => {
+                b.drain(..skip.min(b.len()));
+                b
+            }
             Err(e) => {
                 return BatchIter {
                     inner: Inner::Failed(Some(e)),

@@ -224,6 +224,28 @@ impl InputNormalization {
         Ok(())
     }
 
+    /// Writes `normalizer.ckpt` as SpeechBrain does (`count` as an int, `glob_mean` and
+    /// `glob_std` as tensors), atomically; what [`load_statistics`](Self::load_statistics)
+    /// and SpeechBrain's `InputNormalization._load` read.
+    pub fn save_statistics(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let (Some(m), Some(s)) = (&self.glob_mean, &self.glob_std) else {
+            return Err(FeatureError::State(format!(
+                "cannot write {}: the normalizer has no statistics yet",
+                path.display()
+            )));
+        };
+        crate::pretrained::ckpt::save_ckpt_with_ints(
+            path,
+            &[
+                ("glob_mean".into(), m.clone()),
+                ("glob_std".into(), s.clone()),
+            ],
+            &[("count".into(), self.count as usize)],
+        )
+        .map_err(|e| FeatureError::State(e.to_string()))
+    }
+
     /// The statistics SpeechBrain saves in `normalizer.ckpt`.
     pub fn statistics(&self) -> (u64, Option<&Tensor>, Option<&Tensor>) {
         (self.count, self.glob_mean.as_ref(), self.glob_std.as_ref())

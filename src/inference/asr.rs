@@ -83,6 +83,21 @@ impl Loadable for Option<SentencePiece> {
     }
 }
 
+/// Positions of the ASR's modules in the yaml's `asr_model` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsrModuleIndices {
+    /// The encoder (`enc`).
+    pub enc: usize,
+    /// The embedding (`emb`).
+    pub emb: usize,
+    /// The decoder (`dec`).
+    pub dec: usize,
+    /// The decoder's output layer (`seq_lin`).
+    pub seq_lin: usize,
+    /// The CTC output layer (`ctc_lin`), if any.
+    pub ctc_lin: Option<usize>,
+}
+
 /// SpeechBrain's `EncoderDecoderASR` for CRDNN + attentional RNN decoder models.
 pub struct EncoderDecoderASR {
     /// Resolved hyperparameters.
@@ -115,6 +130,9 @@ pub struct EncoderDecoderASR {
     pub chunking: ChunkOptions,
     /// Parameters of `asr_model` (keys as in `asr.ckpt`: `0.` encoder, `1.` embedding, ...).
     pub asr_varmap: VarMap,
+    /// Where `enc`, `emb`, `dec`, `seq_lin` and `ctc_lin` sit in `asr_model` (the key prefix
+    /// of their parameters in `asr.ckpt`).
+    pub module_indices: AsrModuleIndices,
     /// Parameters of the language model (keys as in `lm.ckpt`).
     pub lm_varmap: VarMap,
     sample_rate: u32,
@@ -226,6 +244,13 @@ impl Pretrained for EncoderDecoderASR {
             padding: PaddingMode::default(),
             chunking: ChunkOptions::default(),
             asr_varmap,
+            module_indices: AsrModuleIndices {
+                enc: enc_i,
+                emb: emb_i,
+                dec: dec_i,
+                seq_lin: lin_i,
+                ctc_lin: ctc.map(|(i, _)| i),
+            },
             lm_varmap,
             sample_rate,
             device: device.clone(),

@@ -7,7 +7,7 @@ mod chunking;
 pub mod separation;
 pub mod speaker;
 
-pub use asr::{ChunkOptions, DecodingMethod, EncoderDecoderASR};
+pub use asr::{AsrModuleIndices, ChunkOptions, DecodingMethod, EncoderDecoderASR};
 pub use chunking::chunk_bounds;
 pub use separation::SepformerSeparation;
 pub use speaker::{EncoderClassifier, PaddingMode, SpeakerRecognition};

@@ -285,8 +285,8 @@ impl Crdnn {
         };
         let mut x = x.clone();
         for b in &self.cnn {
-            x = act.forward(&b.norm_1.forward(&b.conv_1.forward(&x, train)?)?)?;
-            x = act.forward(&b.norm_2.forward(&b.conv_2.forward(&x, train)?)?)?;
+            x = act.forward(&b.norm_1.forward_t(&b.conv_1.forward(&x, train)?, train)?)?;
+            x = act.forward(&b.norm_2.forward_t(&b.conv_2.forward(&x, train)?, train)?)?;
             x = max_pool_axis(&x, 2, b.pool)?;
             // SpeechBrain's Dropout2d drops whole channels; elementwise dropout is used here
             // (identical in eval mode, the only mode that parity covers).

@@ -210,6 +210,21 @@ pub(crate) fn initial_weights(enc_len: &[usize], t: usize) -> Result<(Vec<f32>, 
     Ok((mask, prev))
 }
 
+/// The location convolution in training: `prev` `[B, T]` (zero-padded by `k` each side) as
+/// `[B, T, 2k+1]` windows times the kernel `[C, 1, 2k+1]`, returned as `[B, C, T]`. A matrix
+/// product, so the kernel's gradient comes from matmul's backward: candle 0.11's conv1d
+/// backward gives wrong kernel gradients for batches of more than one sequence.
+fn location_conv_train(prev: &Tensor, w: &Tensor, k: usize) -> Result<Tensor> {
+    let (_, t) = prev.dims2()?;
+    let (c, _, width) = w.dims3()?;
+    let padded = prev.pad_with_zeros(1, k, k)?;
+    let cols = (0..width)
+        .map(|j| padded.narrow(1, j, t))
+        .collect::<Result<Vec<_>>>()?;
+    let windows = Tensor::stack(&cols, 2)?; // [B, T, K]
+    linear(&windows, &w.reshape((c, width))?, None)?.transpose(1, 2)
+}
+
 /// The memory of [`LocationAwareAttention`] for a batch of sequences.
 #[derive(Debug, Clone)]
 pub struct LocationAttnState {
@@ -312,11 +327,14 @@ impl LocationAwareAttention {
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
         let p = |t: &Tensor| param(t, train);
-        let conv =
+        let conv = if train {
+            location_conv_train(&state.prev_attn, &p(&self.conv_loc), self.kernel_size)?
+        } else {
             state
                 .prev_attn
                 .unsqueeze(1)?
-                .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)?; // [B, C, T]
+                .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)? // [B, C, T]
+        };
         let dec_h = linear(dec, &p(&self.mlp_dec.0), Some(&p(&self.mlp_dec.1)))?;
         let energy = if !train && enc_states.device().is_cpu() && dec_h.dtype() == DType::F32 {
             // One fused pass; the [B, T, attn_dim] sums are never stored.

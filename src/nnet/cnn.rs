@@ -411,15 +411,43 @@ impl Conv2d {
         if !train && x.device().is_cpu() && x.dtype() == DType::F32 {
             return self.forward_eval_cpu(&x, 1 << 23);
         }
+        if train {
+            return self.forward_train(&x);
+        }
         // [B, T, F, C] -> [B, C, F, T]
         let x = x.permute((0, 3, 2, 1))?;
         let x = reflect_pad_dim(&x, 3, self.kernel.1 / 2, self.kernel.1 / 2)?;
         let x = reflect_pad_dim(&x, 2, self.kernel.0 / 2, self.kernel.0 / 2)?;
-        let mut y = x.conv2d(&super::param(&self.weight, train), 0, 1, 1, 1)?;
+        let mut y = x.conv2d(&self.weight.detach(), 0, 1, 1, 1)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(&super::param(b, train).reshape((1, (), 1, 1))?)?;
+            y = y.broadcast_add(&b.detach().reshape((1, (), 1, 1))?)?;
         }
         y.permute((0, 3, 2, 1))
+    }
+
+    /// Training (autograd), channels last: the reflect-padded input's windows concatenated
+    /// `[B, T, F, kt*kf*C]` times the reordered kernel. Its backward is narrow/cat/matmul;
+    /// candle 0.11's conv backward gives wrong kernel gradients for some batched shapes.
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, t, f, ci) = x.dims4()?;
+        let (kf, kt) = self.kernel;
+        let co = self.weight.dim(0)?;
+        let xp = reflect_pad_dim(x, 1, kt / 2, kt / 2)?;
+        let xp = reflect_pad_dim(&xp, 2, kf / 2, kf / 2)?;
+        let mut cols = Vec::with_capacity(kt * kf);
+        for j in 0..kt {
+            let rows = xp.narrow(1, j, t)?;
+            for i in 0..kf {
+                cols.push(rows.narrow(2, i, f)?);
+            }
+        }
+        let patches = Tensor::cat(&cols, 3)?; // [B, T, F, kt*kf*ci], order (j, i, c)
+                                              // [co, ci, kf, kt] -> [co, kt, kf, ci]: the patch order.
+        let w = self
+            .weight
+            .permute((0, 3, 2, 1))?
+            .reshape((co, kt * kf * ci))?;
+        super::linear(&patches, &w, self.bias.as_ref())
     }
 
     /// Eval on the CPU, channels last: each output position's receptive field (reflect
@@ -495,24 +523,7 @@ impl Conv2d {
     }
 }
 
-/// `speechbrain.nnet.pooling.Pooling1d(pool_type="max", kernel_size=k)` along `axis`
-/// (stride `k`, no padding, floor mode: a trailing partial window is dropped).
-pub fn max_pool_axis(x: &Tensor, axis: usize, kernel: usize) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let n = dims[axis] / kernel;
-    if n == 0 {
-        candle_core::bail!(
-            "max pooling of {kernel} needs at least {kernel} steps on axis {axis}, got {}",
-            dims[axis]
-        );
-    }
-    let x = x.narrow(axis, 0, n * kernel)?;
-    let mut split = dims[..axis].to_vec();
-    split.push(n);
-    split.push(kernel);
-    split.extend_from_slice(&dims[axis + 1..]);
-    x.contiguous()?.reshape(split)?.max(axis + 1)
-}
+pub use super::pooling::max_pool_axis;
 
 #[cfg(test)]
 mod tests {

@@ -403,7 +403,11 @@ fn lstm_cell_rows_generic(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f3
 /// assert_eq!(p.to_vec2::<f32>().unwrap(), vec![vec![0.5, 0.5], vec![0.5, 0.5]]);
 /// ```
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.track_op() || x.rank() == 0 {
+    if x.track_op() {
+        // candle's fused softmax has no backward pass: the composed ops do.
+        return candle_nn::ops::softmax(x, candle_core::D::Minus1);
+    }
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() == 0 {
         return candle_nn::ops::softmax_last_dim(x);
     }
     let n = x.dim(candle_core::D::Minus1)?;

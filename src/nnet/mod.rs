@@ -4,11 +4,14 @@
 
 pub mod attention;
 pub mod cnn;
+pub(crate) mod ctc;
 pub mod embedding;
 pub mod fused;
 pub(crate) mod gemm;
 pub mod linear;
+pub mod losses;
 pub mod normalization;
+pub mod pooling;
 pub mod rnn;
 pub mod rnn_decoder;
 pub(crate) mod rnn_step;

@@ -43,8 +43,17 @@ impl LayerNorm {
         })
     }
 
-    /// Normalizes over the trailing dimensions the layer was built for.
+    /// Normalizes over the trailing dimensions the layer was built for (eval mode).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// As [`forward`](Self::forward); `train` keeps the gain and bias in the autograd graph
+    /// (candle's fused layer-norm op has no backward pass, so training composes the ops).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train || x.track_op() {
+            return self.forward_autograd(x);
+        }
         if self.norm_dims == 1 {
             let x = x.contiguous()?;
             return candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps);
@@ -69,6 +78,27 @@ impl LayerNorm {
             self.eps,
         )?;
         y.reshape(dims)
+    }
+
+    fn forward_autograd(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let nd = self.norm_dims;
+        if dims.len() < nd || dims[dims.len() - nd..] != *self.weight.dims() {
+            candle_core::bail!(
+                "LayerNorm over {:?}: input shape {dims:?} does not end with it",
+                self.weight.dims()
+            );
+        }
+        let mut flat = dims[..dims.len() - nd].to_vec();
+        flat.push(self.weight.elem_count());
+        let xf = x.reshape(flat)?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let xc = xf.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xc.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
+        y.reshape(dims)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 static FONT: &[u8] = include_bytes!("fonts/DejaVuSansMono.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // The bundled DejaVu font (see fonts/DejaVu-LICENSE.txt) renders PNG text without any

@@ -1,6 +1,7 @@
 //! The `voxbrain` command line: SpeechBrain's tutorial steps as subcommands.
 
 mod fbank;
+mod finetune;
 mod inspect;
 mod separate;
 mod speaker;
@@ -42,6 +43,9 @@ enum Command {
     /// EncoderDecoderASR.transcribe_file); prints one JSON object per file:
     /// {"file": ..., "text": ..., "tokens": [ids]}.
     Transcribe(transcribe::TranscribeArgs),
+    /// Fine-tune an encoder-decoder ASR model on a manifest (the tutorial's EncDecFineTune
+    /// with Brain.fit): checkpoints, resumable, writes the model in SpeechBrain's layout.
+    Finetune(finetune::FinetuneArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(a) => speaker::verify(a),
         Command::Separate(a) => separate::run(a),
         Command::Transcribe(a) => transcribe::run(a),
+        Command::Finetune(a) => finetune::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

@@ -12,7 +12,7 @@ pub use state_dict::{
     canonical_key, load_state_dict, load_state_dict_file, save_state_dict, state_dict, LoadOptions,
     StateDictReport,
 };
-pub use write::{save_ckpt, save_safetensors};
+pub use write::{save_ckpt, save_ckpt_with_ints, save_safetensors};
 
 /// Errors reading, mapping or writing a checkpoint; each names the file.
 #[derive(Debug, thiserror::Error)]

@@ -81,6 +81,16 @@ impl Pickle {
 /// voxbrain::pretrained::ckpt::save_ckpt("model.ckpt", &[("linear.w".to_string(), w)]).unwrap();
 /// ```
 pub fn save_ckpt(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result<(), CkptError> {
+    save_ckpt_with_ints(path, tensors, &[])
+}
+
+/// As [`save_ckpt`], with plain integer entries beside the tensors (a normalizer's `count`,
+/// which SpeechBrain saves as a Python int).
+pub fn save_ckpt_with_ints(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    ints: &[(String, usize)],
+) -> Result<(), CkptError> {
     let path = path.as_ref();
     let archive = "archive";
     let mut pkl = Pickle(vec![0x80, 2]); // PROTO 2
@@ -124,6 +134,10 @@ pub fn save_ckpt(path: impl AsRef<Path>, tensors: &[(String, Tensor)]) -> Result
         pkl.0.push(b't');
         pkl.0.push(b'R');
         blobs.push((key, bytes));
+    }
+    for (name, v) in ints {
+        pkl.string(name);
+        pkl.int(*v);
     }
     pkl.0.push(b'u'); // SETITEMS
     pkl.0.push(b'.'); // STOP

@@ -1,0 +1,70 @@
+//! Times one fine-tuning step of the tutorial's `EncDecFineTune` (forward + backward + clipped
+//! SGD step, `fit_batch`) on one batch of every utterance of a manifest; the Rust side of
+//! `data-tools/reference/compare_finetune_speed.sh` (SpeechBrain: `bench_finetune.py`).
+//!
+//! ```text
+//! cargo run --release --example time_finetune -- <model_dir> <manifest.json> [--rounds N]
+//! ```
+//! Prints one JSON line {impl, what: "finetune_step", batch, step_ms, median_ms, peak_rss_mb}.
+
+#[path = "common/timing.rs"]
+mod timing;
+
+use std::time::Instant;
+
+use timing::{median, peak_rss_mb};
+use voxbrain::brain::asr_finetune::{asr_dataset, EncDecFineTune};
+use voxbrain::brain::{Brain, BrainOptions, OptClass, Sgd, Stage};
+use voxbrain::dataio::{DataLoader, DataLoaderOptions};
+use voxbrain::inference::EncoderDecoderASR;
+use voxbrain::pretrained::FromHparamsOptions;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() >= 3,
+        "usage: time_finetune <model_dir> <manifest> [--rounds N]"
+    );
+    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => args[i + 1].parse()?,
+        None => 5,
+    };
+    if std::env::var_os("HF_HUB_OFFLINE").is_none() {
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+    }
+    let save = tempfile::tempdir()?;
+    let asr = EncoderDecoderASR::from_hparams(
+        &args[1],
+        &FromHparamsOptions {
+            savedir: Some(save.path().to_path_buf()),
+            overrides: Some("dropout: 0.0".into()),
+            ..Default::default()
+        },
+    )?;
+    let ds = asr_dataset(std::path::Path::new(&args[2]), &asr, None)?;
+    let n = ds.len();
+    let batch = DataLoader::new(ds, DataLoaderOptions::batch_size(n))?
+        .iter(0)
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty manifest"))??;
+    let opt: OptClass = Box::new(|p| Box::new(Sgd::new(p, 1e-5)));
+    let opts = BrainOptions {
+        noprogressbar: true,
+        ..Default::default()
+    };
+    let mut brain = EncDecFineTune::new(asr, Some(opt), opts)?;
+    brain.core_mut().init_optimizers();
+    brain.core_mut().modules.train(true);
+    brain.on_stage_start(Stage::Train, Some(1))?;
+    brain.fit_batch(&batch)?; // warm-up
+    let mut ms = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        brain.fit_batch(&batch)?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let line = serde_json::json!({"impl": "voxbrain", "what": "finetune_step", "batch": n,
+        "step_ms": ms, "median_ms": median(ms.clone()), "peak_rss_mb": peak_rss_mb()});
+    println!("{line}");
+    Ok(())
+}

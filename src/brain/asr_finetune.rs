@@ -1,0 +1,407 @@
+//! The tutorial's `EncDecFineTune`: fine-tuning a loaded [`EncoderDecoderASR`] (features ->
+//! normalize -> enc -> emb -> dec -> seq_lin -> log_softmax, `nll_loss` with label smoothing on
+//! `tokens_eos`), its data pipeline, and the export of the result in SpeechBrain's layout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Tensor, D};
+use serde_json::{json, Value as Json};
+
+use super::{
+    Brain, BrainCore, BrainError, FileTrainLogger, Modules, NewBobScheduler, Recoverable, Stage,
+};
+use crate::dataio::{self, DynamicItemDataset, FilterSort, PaddedBatch, Value};
+use crate::inference::EncoderDecoderASR;
+use crate::metrics::{count_ops, op_table};
+use crate::nnet::losses::{nll_loss, Reduction};
+
+/// `EncDecFineTune(sb.Brain)` of the tutorial, over a loaded ASR model.
+///
+/// Modules (the tutorial's dict): `enc`, `emb`, `dec`, `seq_lin` (parameters of `asr.ckpt`,
+/// keys `0.`, `1.`, ... as in the file), `compute_features` and `normalize` (no parameters;
+/// `normalize` updates its global statistics in train mode, as SpeechBrain's does).
+pub struct EncDecFineTune {
+    core: BrainCore,
+    /// The model being fine-tuned (its `Var`s are the modules' parameters).
+    pub asr: EncoderDecoderASR,
+    /// `nll_loss`'s `label_smoothing` (the tutorial: 0.1).
+    pub label_smoothing: f64,
+    /// Writes `train_log.txt` lines at each epoch's end when set.
+    pub train_logger: Option<FileTrainLogger>,
+    /// Anneals the learning rate on the validation loss when set.
+    pub lr_annealing: Option<NewBobScheduler>,
+    /// Decode the validation set greedily and report its WER.
+    pub valid_wer: bool,
+    wer: (usize, usize),
+    train_loss: Option<f64>,
+    /// `(epoch, train loss, valid loss, valid WER)` of each finished epoch.
+    pub epoch_stats: Vec<(usize, f64, Option<f64>, Option<f64>)>,
+}
+
+impl EncDecFineTune {
+    /// The tutorial's `modules` dict over `asr`, and a core with `opt_class`.
+    pub fn new(
+        asr: EncoderDecoderASR,
+        opt_class: Option<super::OptClass>,
+        opts: super::BrainOptions,
+    ) -> Result<Self, BrainError> {
+        let mut modules = Modules::new();
+        let ix = asr.module_indices;
+        for (name, i) in [
+            ("enc", ix.enc),
+            ("emb", ix.emb),
+            ("dec", ix.dec),
+            ("seq_lin", ix.seq_lin),
+        ] {
+            modules.add_from_varmap(name, &asr.asr_varmap, &format!("{i}."));
+        }
+        modules.add("compute_features", Vec::new(), Vec::new());
+        modules.add("normalize", Vec::new(), Vec::new());
+        Ok(Self {
+            core: BrainCore::new(modules, opt_class, opts),
+            asr,
+            label_smoothing: 0.1,
+            train_logger: None,
+            lr_annealing: None,
+            valid_wer: false,
+            wer: (0, 0),
+            train_loss: None,
+            epoch_stats: Vec::new(),
+        })
+    }
+
+    /// Writes the fine-tuned model in SpeechBrain's layout into `dir`: `asr.ckpt` (all of
+    /// `asr_model`), `normalizer.ckpt`, `lm.ckpt`, and `hyperparams.yaml` / `tokenizer.ckpt`
+    /// copied from `model_dir` (the loaded model's files). The folder is written beside its
+    /// final place and renamed, so a crash leaves no half model.
+    pub fn export(&self, model_dir: &Path, dir: &Path) -> Result<(), BrainError> {
+        let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
+        let parent = crate::fsutil::parent_dir(dir);
+        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".model-tmp-")
+            .tempdir_in(&parent)
+            .map_err(|e| io(&parent, e))?;
+        let fmt = |e: String| BrainError::Config(e);
+        crate::pretrained::ckpt::save_state_dict(
+            &self.asr.asr_varmap,
+            None,
+            tmp.path().join("asr.ckpt"),
+        )
+        .map_err(|e| fmt(e.to_string()))?;
+        self.asr
+            .normalizer
+            .save_statistics(tmp.path().join("normalizer.ckpt"))
+            .map_err(|e| fmt(e.to_string()))?;
+        if self.asr.lm_model.is_some() {
+            crate::pretrained::ckpt::save_state_dict(
+                &self.asr.lm_varmap,
+                None,
+                tmp.path().join("lm.ckpt"),
+            )
+            .map_err(|e| fmt(e.to_string()))?;
+        }
+        for f in ["hyperparams.yaml", "tokenizer.ckpt"] {
+            let src = model_dir.join(f);
+            let dst = tmp.path().join(f);
+            std::fs::copy(&src, &dst).map_err(|e| io(&src, e))?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        let kept = tmp.keep();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755));
+        }
+        std::fs::rename(&kept, dir).map_err(|e| io(dir, e))?;
+        Ok(())
+    }
+
+    fn module_train(&self, name: &str) -> bool {
+        self.core.modules.training(name)
+    }
+}
+
+/// What `compute_forward` hands to `compute_objectives`: `p_seq` `[B, U, V]`, `wav_lens`,
+/// and (validation with WER) the encoder states.
+pub struct FineTunePredictions {
+    /// Log-probabilities of the decoder steps.
+    pub p_seq: Tensor,
+    /// Relative lengths.
+    pub wav_lens: Tensor,
+    enc: Option<(Tensor, Vec<usize>)>,
+}
+
+impl Brain for EncDecFineTune {
+    type Predictions = FineTunePredictions;
+
+    fn core(&self) -> &BrainCore {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut BrainCore {
+        &mut self.core
+    }
+
+    fn on_stage_start(&mut self, stage: Stage, _epoch: Option<usize>) -> Result<(), BrainError> {
+        // The tutorial: every module to fine-tune gets requires_grad = True in training.
+        if stage == Stage::Train {
+            for m in ["enc", "emb", "dec", "seq_lin"] {
+                self.core
+                    .modules
+                    .set_requires_grad(m, true)
+                    .map_err(BrainError::Config)?;
+            }
+        }
+        self.wer = (0, 0);
+        Ok(())
+    }
+
+    fn compute_forward(
+        &mut self,
+        batch: &PaddedBatch,
+        stage: Stage,
+    ) -> Result<Self::Predictions, BrainError> {
+        let dev = self.asr.device().clone();
+        let (wavs, wav_lens) = batch.padded("signal")?.pair();
+        let (wavs, wav_lens) = (wavs.to_device(&dev)?, wav_lens.to_device(&dev)?);
+        let (tokens_bos, _) = batch.padded("tokens_bos")?.pair();
+        let feats = self.asr.compute_features.forward(&wavs)?;
+        self.asr.normalizer.train(self.module_train("normalize"));
+        let feats = self.asr.normalizer.forward(&feats, Some(&wav_lens), None)?;
+        let x = self.asr.enc.forward(&feats, self.module_train("enc"))?;
+        let e_in = self
+            .asr
+            .emb
+            .forward(&tokens_bos.to_device(&dev)?, self.module_train("emb"))?;
+        let lens = wav_lens
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let t = x.dim(1)?;
+        let enc_len: Vec<usize> = lens
+            .iter()
+            .map(|&l| ((t as f32 * l).round() as usize).clamp(1, t))
+            .collect();
+        let (h, _) = self
+            .asr
+            .dec
+            .forward(&e_in, &x, &enc_len, self.module_train("dec"))?;
+        let logits = self.asr.seq_lin.forward(&h, self.module_train("seq_lin"))?;
+        let p_seq = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let enc = (stage != Stage::Train && self.valid_wer).then(|| (x.detach(), enc_len));
+        Ok(FineTunePredictions {
+            p_seq,
+            wav_lens,
+            enc,
+        })
+    }
+
+    fn compute_objectives(
+        &mut self,
+        predictions: Self::Predictions,
+        batch: &PaddedBatch,
+        stage: Stage,
+    ) -> Result<Tensor, BrainError> {
+        let (tokens_eos, tokens_eos_lens) = batch.padded("tokens_eos")?.pair();
+        let dev = predictions.p_seq.device().clone();
+        let loss = nll_loss(
+            &predictions.p_seq,
+            &tokens_eos.to_device(&dev)?,
+            Some(&tokens_eos_lens.to_device(&dev)?),
+            self.label_smoothing,
+            Reduction::Mean,
+        )?;
+        if let Some((enc, enc_len)) = predictions.enc {
+            let cfg = crate::decoders::GreedySearchConfig {
+                bos_index: self.asr.bos_index(),
+                eos_index: self.asr.eos_index(),
+                min_decode_ratio: self.asr.beam.min_decode_ratio,
+                max_decode_ratio: self.asr.beam.max_decode_ratio,
+            };
+            let hyps =
+                crate::decoders::greedy_search(&self.asr.seq2seq_modules(), &enc, &enc_len, &cfg)?;
+            let words = batch.strings("words")?;
+            for (hyp, reference) in hyps.iter().zip(words) {
+                let text = self
+                    .asr
+                    .decode_ids(hyp)
+                    .map_err(|e| BrainError::Config(e.to_string()))?;
+                let r: Vec<&str> = reference.split_whitespace().collect();
+                let h: Vec<&str> = text.split_whitespace().collect();
+                self.wer.0 += count_ops(&op_table(&r, &h)).total();
+                self.wer.1 += r.len();
+            }
+        }
+        let _ = stage;
+        Ok(loss)
+    }
+
+    fn on_stage_end(
+        &mut self,
+        stage: Stage,
+        loss: f64,
+        epoch: Option<usize>,
+    ) -> Result<(), BrainError> {
+        let epoch_n = epoch.unwrap_or(0);
+        match stage {
+            Stage::Train => {
+                self.train_loss = Some(loss);
+                self.epoch_stats.push((epoch_n, loss, None, None));
+            }
+            Stage::Valid | Stage::Test => {
+                let wer = (self.valid_wer && self.wer.1 > 0)
+                    .then(|| 100.0 * self.wer.0 as f64 / self.wer.1 as f64);
+                if let Some(last) = self.epoch_stats.last_mut().filter(|s| s.0 == epoch_n) {
+                    last.2 = Some(loss);
+                    last.3 = wer;
+                }
+                if let (Some(s), Stage::Valid) = (&mut self.lr_annealing, stage) {
+                    let (_, new) = s.step(loss);
+                    if let Some(opt) = self.core.optimizer.as_deref_mut() {
+                        super::schedulers::update_learning_rate(opt, new);
+                    }
+                }
+            }
+        }
+        // One train_log.txt line per epoch: after validation, or after training without it.
+        let log_now = stage == Stage::Valid || (stage == Stage::Train && !self.expects_valid());
+        if let (Some(logger), true) = (&self.train_logger, log_now) {
+            let mut valid: Vec<(&str, Json)> = Vec::new();
+            if stage == Stage::Valid {
+                valid.push(("loss", json!(loss)));
+                if let Some(w) = self.epoch_stats.last().and_then(|s| s.3) {
+                    valid.push(("WER", json!(w)));
+                }
+            }
+            let meta = [("epoch", json!(epoch_n)), ("lr", json!(self.core.lr()))];
+            let train = [("loss", json!(self.train_loss.unwrap_or(f64::NAN)))];
+            logger
+                .log_stats(
+                    &meta,
+                    Some(&train),
+                    (!valid.is_empty()).then_some(&valid[..]),
+                    None,
+                )
+                .map_err(|e| BrainError::Io(logger.save_file.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    fn recoverables(&self) -> Vec<(&'static str, &dyn Recoverable)> {
+        let mut v: Vec<(&'static str, &dyn Recoverable)> =
+            vec![("normalizer", &self.asr.normalizer)];
+        if let Some(s) = &self.lr_annealing {
+            v.push(("scheduler", s));
+        }
+        v
+    }
+
+    fn recoverables_mut(&mut self) -> Vec<(&'static str, &mut dyn Recoverable)> {
+        let mut v: Vec<(&'static str, &mut dyn Recoverable)> =
+            vec![("normalizer", &mut self.asr.normalizer)];
+        if let Some(s) = &mut self.lr_annealing {
+            v.push(("scheduler", s));
+        }
+        v
+    }
+}
+
+impl EncDecFineTune {
+    fn expects_valid(&self) -> bool {
+        self.core.has_valid
+    }
+}
+
+/// The tutorial's data pipeline over a manifest (`{id: {file_path, words, spkID, length}}`):
+/// `filtered_sorted(sort_key="length", select_n)`, `read_audio` -> `signal`, and
+/// `text_pipeline` -> `words, tokens_list, tokens_bos, tokens_eos, tokens`. Token ids at or
+/// above `vocab` (the model's output size) are an error naming the utterance.
+pub fn asr_dataset(
+    manifest: &Path,
+    asr: &EncoderDecoderASR,
+    select_n: Option<usize>,
+) -> Result<DynamicItemDataset, BrainError> {
+    let ds = DynamicItemDataset::from_json(manifest, &Default::default())?;
+    let mut fs = FilterSort::new().sort_key("length");
+    if let Some(n) = select_n {
+        fs = fs.select_n(n);
+    }
+    let mut ds = ds.filtered_sorted(&fs)?;
+    ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item)?;
+    // The dataset's items run on loader threads: they get their own tokenizer instance.
+    let tok = asr
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| BrainError::Config("the model has no tokenizer".into()))?;
+    let tok = Arc::new(
+        crate::tokenizers::SentencePiece::open(tok.path())
+            .map_err(|e| BrainError::Config(e.to_string()))?,
+    );
+    let (bos, eos) = (asr.bos_index() as i64, asr.eos_index() as i64);
+    let vocab = asr.emb.num_embeddings();
+    ds.add_dynamic_item(
+        &["words"],
+        &["words", "tokens_list", "tokens_bos", "tokens_eos", "tokens"],
+        move |a| {
+            let words = a.str(0)?;
+            let ids: Vec<i64> = tok
+                .encode_as_ids(words)?
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
+                return Err(format!(
+                    "token id {bad} of {words:?} is outside the model's vocabulary of {vocab}"
+                )
+                .into());
+            }
+            let with_bos: Vec<i64> = std::iter::once(bos).chain(ids.iter().copied()).collect();
+            let with_eos: Vec<i64> = ids.iter().copied().chain(std::iter::once(eos)).collect();
+            Ok(vec![
+                Value::from(words),
+                Value::from(ids.clone()),
+                dataio::long_tensor(with_bos)?,
+                dataio::long_tensor(with_eos)?,
+                dataio::long_tensor(ids)?,
+            ])
+        },
+    )?;
+    ds.set_output_keys(&[
+        "id",
+        "signal",
+        "words",
+        "tokens_list",
+        "tokens_bos",
+        "tokens_eos",
+        "tokens",
+    ]);
+    Ok(ds)
+}
+
+/// Meta of an end-of-epoch checkpoint: the epoch and, when known, the valid loss and WER.
+pub fn epoch_meta(
+    stats: Option<&(usize, f64, Option<f64>, Option<f64>)>,
+) -> BTreeMap<String, Json> {
+    let mut m = BTreeMap::new();
+    if let Some((e, _, vl, wer)) = stats {
+        m.insert("epoch".into(), json!(e));
+        if let Some(v) = vl {
+            m.insert("valid_loss".into(), json!(v));
+        }
+        if let Some(w) = wer {
+            m.insert("WER".into(), json!(w));
+        }
+    }
+    m
+}
+
+/// Where `from_hparams` collected a model's files (the savedir, or the source folder).
+pub fn model_files_dir(source: &str, savedir: &Path) -> PathBuf {
+    if savedir.join("hyperparams.yaml").exists() && savedir.join("tokenizer.ckpt").exists() {
+        return savedir.to_path_buf();
+    }
+    PathBuf::from(source)
+}

@@ -1,0 +1,175 @@
+//! Learning-rate schedulers (`speechbrain.nnet.schedulers`): [`NewBobScheduler`] (anneal when
+//! the validation metric stops improving) and [`LinearWarmupScheduler`] (linear warm-up, then
+//! linear decay). Both are checkpointed as small JSON files.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::checkpoints::{CheckpointError, Recoverable};
+use super::optim::Optimizer;
+
+/// Sets the optimizer's learning rate (`speechbrain.nnet.schedulers.update_learning_rate`).
+pub fn update_learning_rate(optimizer: &mut dyn Optimizer, lr: f64) {
+    optimizer.set_lr(lr);
+}
+
+/// SpeechBrain's `NewBobScheduler`: when `(previous - current) / previous` falls below
+/// `improvement_threshold`, the value is multiplied by `annealing_factor` (after `patient`
+/// such epochs).
+///
+/// ```
+/// use voxbrain::brain::NewBobScheduler;
+/// let mut s = NewBobScheduler::new(1.0);
+/// assert_eq!(s.step(10.0), (1.0, 1.0));
+/// assert_eq!(s.step(2.0), (1.0, 1.0));
+/// assert_eq!(s.step(2.5), (1.0, 0.5));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBobScheduler {
+    /// The current value.
+    pub hyperparam_value: f64,
+    /// Multiplier applied when annealing.
+    pub annealing_factor: f64,
+    /// Relative improvement below which the value is annealed.
+    pub improvement_threshold: f64,
+    /// Epochs without improvement tolerated before annealing.
+    pub patient: usize,
+    /// Every metric seen.
+    pub metric_values: Vec<f64>,
+    current_patient: usize,
+}
+
+impl NewBobScheduler {
+    /// SpeechBrain's defaults: factor 0.5, threshold 0.0025, patient 0.
+    pub fn new(initial_value: f64) -> Self {
+        Self {
+            hyperparam_value: initial_value,
+            annealing_factor: 0.5,
+            improvement_threshold: 0.0025,
+            patient: 0,
+            metric_values: Vec::new(),
+            current_patient: 0,
+        }
+    }
+
+    /// Feeds one epoch's metric; returns `(old value, new value)` (SpeechBrain's `__call__`).
+    pub fn step(&mut self, metric_value: f64) -> (f64, f64) {
+        let old = self.hyperparam_value;
+        let mut new = old;
+        if let Some(&prev) = self.metric_values.last() {
+            let improvement = if prev == 0.0 {
+                0.0
+            } else {
+                (prev - metric_value) / prev
+            };
+            if improvement < self.improvement_threshold {
+                if self.current_patient == 0 {
+                    new *= self.annealing_factor;
+                    self.current_patient = self.patient;
+                } else {
+                    self.current_patient -= 1;
+                }
+            }
+        }
+        self.metric_values.push(metric_value);
+        self.hyperparam_value = new;
+        (old, new)
+    }
+}
+
+impl Recoverable for NewBobScheduler {
+    fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let v = json!({
+            "hyperparam_value": self.hyperparam_value,
+            "metric_values": self.metric_values,
+            "current_patient": self.current_patient,
+        });
+        super::checkpoints::write_json(path, &v)
+    }
+    fn load(&mut self, path: &Path, _end_of_epoch: bool) -> Result<(), CheckpointError> {
+        let v = super::checkpoints::read_json(path)?;
+        let bad = |k: &str| CheckpointError::Format(path.to_path_buf(), format!("missing `{k}`"));
+        self.hyperparam_value = v["hyperparam_value"]
+            .as_f64()
+            .ok_or_else(|| bad("hyperparam_value"))?;
+        self.metric_values = v["metric_values"]
+            .as_array()
+            .ok_or_else(|| bad("metric_values"))?
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        self.current_patient = v["current_patient"]
+            .as_u64()
+            .ok_or_else(|| bad("current_patient"))? as usize;
+        Ok(())
+    }
+}
+
+/// SpeechBrain's `LinearWarmupScheduler`: from 0 to `lr0` over `num_warmup_steps`, then down
+/// to 0 at `num_training_steps`.
+///
+/// ```
+/// use voxbrain::brain::LinearWarmupScheduler;
+/// let s = LinearWarmupScheduler::new(1.0, 2, 4);
+/// let lrs: Vec<f64> = (0..5).map(|i| s.calculate_lr(i)).collect();
+/// assert_eq!(lrs, vec![0.0, 0.5, 1.0, 0.5, 0.0]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearWarmupScheduler {
+    /// Peak value.
+    pub lr0: f64,
+    /// Steps of warm-up.
+    pub num_warmup_steps: u64,
+    /// Step at which the value reaches 0.
+    pub num_training_steps: u64,
+    /// Steps taken.
+    pub current_step: u64,
+}
+
+impl LinearWarmupScheduler {
+    /// A scheduler at step 0.
+    pub fn new(lr0: f64, num_warmup_steps: u64, num_training_steps: u64) -> Self {
+        Self {
+            lr0,
+            num_warmup_steps,
+            num_training_steps,
+            current_step: 0,
+        }
+    }
+
+    /// The value at `step`.
+    pub fn calculate_lr(&self, step: u64) -> f64 {
+        if step < self.num_warmup_steps {
+            return step as f64 / self.num_warmup_steps.max(1) as f64 * self.lr0;
+        }
+        let left = self.num_training_steps.saturating_sub(step) as f64;
+        let span = self
+            .num_training_steps
+            .saturating_sub(self.num_warmup_steps)
+            .max(1) as f64;
+        self.lr0 * (left / span).max(0.0)
+    }
+
+    /// Returns `(old, new)` and advances one step (SpeechBrain's `get_next_value`).
+    pub fn step(&mut self) -> (f64, f64) {
+        let old = self.calculate_lr(self.current_step);
+        self.current_step += 1;
+        (old, self.calculate_lr(self.current_step))
+    }
+}
+
+impl Recoverable for LinearWarmupScheduler {
+    fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let v = json!({"lr0": self.lr0, "num_warmup_steps": self.num_warmup_steps,
+            "num_training_steps": self.num_training_steps, "current_step": self.current_step});
+        super::checkpoints::write_json(path, &v)
+    }
+    fn load(&mut self, path: &Path, _end_of_epoch: bool) -> Result<(), CheckpointError> {
+        let v = super::checkpoints::read_json(path)?;
+        self.current_step = v["current_step"].as_u64().ok_or_else(|| {
+            CheckpointError::Format(path.to_path_buf(), "missing `current_step`".into())
+        })?;
+        Ok(())
+    }
+}

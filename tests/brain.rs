@@ -1,0 +1,227 @@
+//! The Brain machinery without a model: optimizers against torch's update rules written out
+//! by hand, the checkpointer's layout, keep/recover logic and crash safety, the epoch counter
+//! and SpeechBrain's train_log.txt format.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use voxbrain::brain::checkpoints::{CheckpointError, Importance};
+use voxbrain::brain::{Adam, Checkpointer, EpochCounter, NamedParam, Optimizer, Recoverable, Sgd};
+
+fn param(v: &[f32]) -> (Var, Vec<NamedParam>) {
+    let var = Var::new(v, &Device::Cpu).unwrap();
+    (
+        var.clone(),
+        vec![NamedParam {
+            name: "w".into(),
+            var,
+        }],
+    )
+}
+
+fn t(v: &[f32]) -> Option<Tensor> {
+    Some(Tensor::new(v, &Device::Cpu).unwrap())
+}
+
+#[test]
+fn sgd_momentum_follows_torch() {
+    // torch: buf = g (first step), then buf = m * buf + g; p -= lr * buf.
+    let (w, p) = param(&[1.0, -2.0]);
+    let mut sgd = Sgd::new(p, 0.1).with_momentum(0.9);
+    sgd.step(&[t(&[1.0, 2.0])]).unwrap();
+    sgd.step(&[t(&[0.5, -1.0])]).unwrap();
+    let buf2 = [0.9 * 1.0 + 0.5, 0.9 * 2.0 - 1.0];
+    let want = [
+        1.0 - 0.1 * 1.0 - 0.1 * buf2[0],
+        -2.0 - 0.1 * 2.0 - 0.1 * buf2[1],
+    ];
+    let got = w.to_vec1::<f32>().unwrap();
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+    // A parameter without a gradient is not touched (torch skips grad=None).
+    sgd.step(&[None]).unwrap();
+    assert_eq!(w.to_vec1::<f32>().unwrap(), got);
+}
+
+#[test]
+fn adam_and_adamw_follow_torch() {
+    let g = [[0.3f32, -1.2], [0.1, 0.4], [-0.5, 0.2]];
+    for decoupled in [false, true] {
+        let (w, p) = param(&[0.5, -0.25]);
+        let mut opt = if decoupled {
+            Adam::adamw(p, 0.01)
+        } else {
+            Adam::new(p, 0.01)
+        };
+        opt.weight_decay = 0.1;
+        let (mut m, mut v, mut x) = ([0f64; 2], [0f64; 2], [0.5f64, -0.25]);
+        for (step, gs) in g.iter().enumerate() {
+            opt.step(&[t(gs)]).unwrap();
+            let k = step as i32 + 1;
+            for i in 0..2 {
+                let mut gi = gs[i] as f64;
+                if decoupled {
+                    x[i] *= 1.0 - 0.01 * 0.1;
+                } else {
+                    gi += 0.1 * x[i];
+                }
+                m[i] = 0.9 * m[i] + 0.1 * gi;
+                v[i] = 0.999 * v[i] + 0.001 * gi * gi;
+                let denom = (v[i] / (1.0 - 0.999f64.powi(k))).sqrt() + 1e-8;
+                x[i] -= 0.01 / (1.0 - 0.9f64.powi(k)) * m[i] / denom;
+            }
+        }
+        let got = w.to_vec1::<f32>().unwrap();
+        for (a, b) in got.iter().zip(x) {
+            assert!(
+                (*a as f64 - b).abs() < 1e-6,
+                "decoupled={decoupled}: {got:?} vs {x:?}"
+            );
+        }
+        // The state survives a save/load round trip.
+        let state: std::collections::HashMap<String, Tensor> =
+            opt.state_tensors().unwrap().into_iter().collect();
+        let (_, p2) = param(&[0.0, 0.0]);
+        let mut again = Adam::new(p2, 0.01);
+        again.load_state(&state).unwrap();
+        assert_eq!(again.state_tensors().unwrap().len(), state.len());
+    }
+}
+
+/// A recoverable holding one number, optionally failing after writing half a file.
+struct Num(i64, bool);
+
+impl Recoverable for Num {
+    fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        if self.1 {
+            std::fs::write(path, "12").unwrap();
+            return Err(CheckpointError::Format(
+                path.into(),
+                "disk full (simulated)".into(),
+            ));
+        }
+        std::fs::write(path, self.0.to_string()).map_err(|e| CheckpointError::Io(path.into(), e))
+    }
+    fn load(&mut self, path: &Path, _: bool) -> Result<(), CheckpointError> {
+        self.0 = std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Ok(())
+    }
+}
+
+fn meta(k: &str, v: f64) -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([(k.to_string(), serde_json::json!(v))])
+}
+
+#[test]
+fn checkpointer_layout_keep_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = Checkpointer::new(dir.path().join("save"));
+    let mut saved = Vec::new();
+    for (i, wer) in [(1, 30.0), (2, 10.0), (3, 20.0)] {
+        let n = Num(i, false);
+        let c = ck
+            .save_and_keep_only(
+                &[("n", &n)],
+                &meta("WER", wer),
+                true,
+                1,
+                &[Importance::Min("WER".into())],
+                None,
+            )
+            .unwrap();
+        saved.push(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SpeechBrain's layout: CKPT+<date>+<time>+NN with CKPT.yaml and one file per recoverable.
+    let name = saved[2]
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("CKPT+") && name.matches('+').count() == 3,
+        "{name}"
+    );
+    let yaml = std::fs::read_to_string(saved[2].path.join("CKPT.yaml")).unwrap();
+    assert!(
+        yaml.contains("end-of-epoch: true")
+            && yaml.contains("unixtime:")
+            && yaml.contains("WER: 20"),
+        "{yaml}"
+    );
+    // Kept: the newest (3) and the best WER (2); 1 deleted.
+    let left: Vec<i64> = ck
+        .find_checkpoints(None)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            std::fs::read_to_string(c.paramfile("n"))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(left, vec![3, 2]);
+    let mut n = Num(0, false);
+    let c = ck
+        .recover_if_possible(&mut [("n", &mut n)], &Importance::Recency, None)
+        .unwrap();
+    assert_eq!((n.0, c.is_some()), (3, true));
+    ck.recover_if_possible(&mut [("n", &mut n)], &Importance::Min("WER".into()), None)
+        .unwrap();
+    assert_eq!(n.0, 2);
+
+    // A save that fails midway leaves no checkpoint and no temporary folder behind, and the
+    // previous checkpoint is still the one recovered.
+    let bad = Num(99, true);
+    let e = ck
+        .save_checkpoint(&[("n", &bad)], &BTreeMap::new(), true)
+        .unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    let entries: Vec<String> = std::fs::read_dir(dir.path().join("save"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    ck.recover_if_possible(&mut [("n", &mut n)], &Importance::Recency, None)
+        .unwrap();
+    assert_eq!(n.0, 3);
+
+    // A folder without CKPT.yaml (a save killed before its end) is not a checkpoint.
+    std::fs::create_dir_all(dir.path().join("save/CKPT+2099-01-01+00-00-00+00")).unwrap();
+    assert_eq!(ck.find_checkpoints(None).unwrap().len(), 2);
+    // A recoverable whose file is missing is an error naming it.
+    let mut other = Num(0, false);
+    let e = ck
+        .recover_if_possible(&mut [("other", &mut other)], &Importance::Recency, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("`other`"), "{e}");
+}
+
+#[test]
+fn epoch_counter_resumes_inside_an_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("counter.ckpt");
+    let mut c = EpochCounter::new(3);
+    c.next_epoch();
+    c.next_epoch();
+    c.save(&f).unwrap();
+    let mut r = EpochCounter::new(3);
+    r.load(&f, true).unwrap();
+    assert_eq!(r.next_epoch(), Some(3));
+    let mut r = EpochCounter::new(3);
+    r.load(&f, false).unwrap();
+    assert_eq!(
+        r.next_epoch(),
+        Some(2),
+        "an intra-epoch checkpoint re-enters its epoch"
+    );
+}

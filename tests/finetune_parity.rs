@@ -1,0 +1,206 @@
+//! The tutorial's `EncDecFineTune` step against SpeechBrain 1.1.2 (tests/fixtures/finetune,
+//! written by data-tools/reference/fixtures_finetune.py from the small seeded ASR model in
+//! tests/fixtures/asr/model, dropout 0.0): the eval loss, the training loss (label smoothing
+//! 0.1), every parameter's gradient, the total gradient norm, the parameters after one clipped
+//! SGD step, the normalizer's statistics update, and the losses after the step.
+
+mod common;
+
+use candle_core::Device;
+use common::{fixture, npy};
+use voxbrain::brain::asr_finetune::{asr_dataset, EncDecFineTune};
+use voxbrain::brain::{Brain, BrainOptions, OptClass, Sgd, Stage};
+use voxbrain::dataio::{DataLoader, DataLoaderOptions, PaddedBatch};
+use voxbrain::inference::EncoderDecoderASR;
+use voxbrain::pretrained::FromHparamsOptions;
+
+fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("finetune/expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+/// The fixture's three utterances as a manifest, in SpeechBrain's batch order.
+fn batch(asr: &EncoderDecoderASR, dir: &std::path::Path, e: &serde_json::Value) -> PaddedBatch {
+    let mut manifest = serde_json::Map::new();
+    let words = e["words"].as_array().unwrap();
+    for (i, (id, w)) in e["ids"].as_array().unwrap().iter().zip(words).enumerate() {
+        let wav = fixture(&format!("asr/utt_{i}.wav"));
+        manifest.insert(
+            id.as_str().unwrap().to_string(),
+            serde_json::json!({"file_path": wav, "words": w, "spkID": "s", "length": i as f64 + 1.0}),
+        );
+    }
+    let path = dir.join("data.json");
+    std::fs::write(&path, serde_json::Value::Object(manifest).to_string()).unwrap();
+    let ds = asr_dataset(&path, asr, None).unwrap();
+    let loader = DataLoader::new(ds, DataLoaderOptions::batch_size(3)).unwrap();
+    let b = loader.iter(0).next().unwrap().unwrap();
+    assert_eq!(b.ids(), ["utt_0", "utt_1", "utt_2"]);
+    b
+}
+
+fn brain(dir: &std::path::Path, lr: f64) -> EncDecFineTune {
+    let asr = EncoderDecoderASR::from_hparams(
+        fixture("asr/model").to_str().unwrap(),
+        &FromHparamsOptions {
+            savedir: Some(dir.join("pretrained")),
+            overrides: Some("dropout: 0.0".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let opt: OptClass = Box::new(move |p| Box::new(Sgd::new(p, lr)));
+    let opts = BrainOptions {
+        max_grad_norm: 5.0,
+        noprogressbar: true,
+        ..Default::default()
+    };
+    EncDecFineTune::new(asr, Some(opt), opts).unwrap()
+}
+
+fn loss_of(b: &mut EncDecFineTune, batch: &PaddedBatch, stage: Stage) -> f64 {
+    let out = b.compute_forward(batch, stage).unwrap();
+    let loss = b.compute_objectives(out, batch, stage).unwrap();
+    loss.to_scalar::<f32>().unwrap() as f64
+}
+
+#[test]
+fn one_sgd_step_matches_speechbrain() {
+    let e = expected();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = brain(dir.path(), e["lr"].as_f64().unwrap());
+    let batch = batch(&b.asr, dir.path(), &e);
+    let (wavs, lens) = batch.padded("signal").unwrap().pair();
+    assert_eq!(
+        wavs.dims()[1],
+        e["signal_shape"][1].as_u64().unwrap() as usize
+    );
+    let lens: Vec<f32> = lens.to_vec1().unwrap();
+    let want_lens: Vec<f64> = serde_json::from_value(e["wav_lens"].clone()).unwrap();
+    for (g, w) in lens.iter().zip(&want_lens) {
+        assert!(
+            (*g as f64 - w).abs() < 1e-6,
+            "wav_lens {lens:?} vs {want_lens:?}"
+        );
+    }
+
+    // Validation stage before training (eval mode: running statistics, no update).
+    b.core_mut().modules.train(false);
+    b.on_stage_start(Stage::Valid, Some(1)).unwrap();
+    let loss_eval = loss_of(&mut b, &batch, Stage::Valid);
+    let want = e["loss_eval"].as_f64().unwrap();
+    println!("eval loss {loss_eval} (SpeechBrain {want})");
+    assert!(
+        rel(loss_eval, want) < 1e-4,
+        "eval loss {loss_eval} vs {want}"
+    );
+
+    // Training step.
+    b.core_mut().init_optimizers();
+    b.core_mut().modules.train(true);
+    b.on_stage_start(Stage::Train, Some(1)).unwrap();
+    let out = b.compute_forward(&batch, Stage::Train).unwrap();
+    let loss = b.compute_objectives(out, &batch, Stage::Train).unwrap();
+    let lv = loss.to_scalar::<f32>().unwrap() as f64;
+    let want = e["loss"].as_f64().unwrap();
+    println!("train loss {lv} (SpeechBrain {want})");
+    assert!(rel(lv, want) < 1e-4, "train loss {lv} vs {want}");
+    let (count, mean, _) = b.asr.normalizer.statistics();
+    let nf = &e["normalizer_after_first_forward"];
+    assert_eq!(count, nf["count"].as_u64().unwrap());
+    let mean: Vec<f32> = mean.unwrap().to_vec1().unwrap();
+    let want_mean: Vec<f32> = serde_json::from_value(nf["glob_mean"].clone()).unwrap();
+    common::assert_close("normalizer mean", &mean, &want_mean, 1e-3, 1e-4);
+
+    b.core_mut().backward(&loss).unwrap();
+    let grads = b.core().gradients();
+    let want_grads = npy("finetune/grads.npy").data;
+    let mut worst = (0f64, String::new());
+    let mut errs = Vec::new();
+    for p in e["params"].as_array().unwrap() {
+        let key = p["key"].as_str().unwrap();
+        let (off, n) = (
+            p["offset"].as_u64().unwrap() as usize,
+            p["numel"].as_u64().unwrap() as usize,
+        );
+        let g = grads
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, g)| g.clone())
+            .unwrap_or_else(|| panic!("no gradient for {key}"));
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let w = &want_grads[off..off + n];
+        let num: f64 = g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+        // A bias right before a train-mode BatchNorm has a gradient of exactly zero in exact
+        // arithmetic (the batch mean cancels it): both sides hold float noise there (~1e-6
+        // against a total norm of 142), so those are checked against a floor instead.
+        let floor = 1e-6 * e["grad_norm_f64"].as_f64().unwrap();
+        let gn_ours: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        if den.sqrt() < floor {
+            assert!(
+                gn_ours < floor,
+                "{key}: SpeechBrain's gradient is zero, ours {gn_ours:e}"
+            );
+            continue;
+        }
+        let r = (num / den).sqrt();
+        if r > worst.0 {
+            worst = (r, key.to_string());
+        }
+        let gn: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        if std::env::var_os("VOXBRAIN_DEBUG").is_some() {
+            println!("  {key}: |g| {gn:.4e} SB {:.4e} rel {r:.2e}", den.sqrt());
+        }
+        errs.push((key.to_string(), r));
+    }
+    for (k, r) in &errs {
+        if *r >= 1e-3 {
+            println!("  {k}: {r:.3e}");
+        }
+    }
+    let bad: Vec<_> = errs.iter().filter(|(_, r)| *r >= 1e-3).collect();
+    assert!(
+        bad.is_empty(),
+        "{} gradients off by more than 1e-3 (relative): {bad:?}",
+        bad.len()
+    );
+    println!(
+        "worst gradient relative error {:.2e} ({})",
+        worst.0, worst.1
+    );
+    assert_eq!(grads.len(), e["params"].as_array().unwrap().len());
+
+    let norm = b.core_mut().optimizers_step().unwrap();
+    let want = e["grad_norm_f64"].as_f64().unwrap();
+    println!("grad norm {norm} (SpeechBrain {want})");
+    assert!(rel(norm, want) < 1e-4);
+    let after = npy("finetune/params_after_step.npy").data;
+    let sd = b.core().modules.state_dict();
+    let mut got = vec![0f32; after.len()];
+    for p in e["params"].as_array().unwrap() {
+        let key = p["key"].as_str().unwrap();
+        let off = p["offset"].as_u64().unwrap() as usize;
+        let t = &sd.iter().find(|(k, _)| k == key).unwrap().1;
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        got[off..off + v.len()].copy_from_slice(&v);
+    }
+    common::assert_close("parameters after the step", &got, &after, 1e-5, 1e-7);
+
+    let after_step = loss_of(&mut b, &batch, Stage::Train);
+    let want = e["loss_after_step"].as_f64().unwrap();
+    println!("train loss after the step {after_step} (SpeechBrain {want})");
+    assert!(rel(after_step, want) < 1e-4);
+    b.core_mut().modules.train(false);
+    let end = loss_of(&mut b, &batch, Stage::Valid);
+    let want = e["loss_eval_end"].as_f64().unwrap();
+    assert!(
+        rel(end, want) < 1e-4,
+        "eval loss at the end {end} vs {want}"
+    );
+    let _ = Device::Cpu;
+}
