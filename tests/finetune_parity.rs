@@ -6,16 +6,18 @@
 
 mod common;
 
-use candle_core::Device;
-use common::{fixture, npy};
+use std::path::Path;
+
+use common::fixture;
 use voxbrain::brain::asr_finetune::{asr_dataset, EncDecFineTune};
 use voxbrain::brain::{Brain, BrainOptions, OptClass, Sgd, Stage};
 use voxbrain::dataio::{DataLoader, DataLoaderOptions, PaddedBatch};
 use voxbrain::inference::EncoderDecoderASR;
+use voxbrain::npy::read_npy;
 use voxbrain::pretrained::FromHparamsOptions;
 
-fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture("finetune/expected.json")).unwrap();
+fn expected(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -43,9 +45,9 @@ fn batch(asr: &EncoderDecoderASR, dir: &std::path::Path, e: &serde_json::Value) 
     b
 }
 
-fn brain(dir: &std::path::Path, lr: f64) -> EncDecFineTune {
+fn brain(model: &Path, dir: &Path, lr: f64) -> EncDecFineTune {
     let asr = EncoderDecoderASR::from_hparams(
-        fixture("asr/model").to_str().unwrap(),
+        model.to_str().unwrap(),
         &FromHparamsOptions {
             savedir: Some(dir.join("pretrained")),
             overrides: Some("dropout: 0.0".into()),
@@ -70,9 +72,26 @@ fn loss_of(b: &mut EncDecFineTune, batch: &PaddedBatch, stage: Stage) -> f64 {
 
 #[test]
 fn one_sgd_step_matches_speechbrain() {
-    let e = expected();
+    step_parity(&fixture("finetune"), &fixture("asr/model"));
+}
+
+/// The same at the official full size (119 M parameters; ~1 GB of reference files written by
+/// `data-tools/reference/full_size_finetune.py OUT`, not committed):
+/// `VOXBRAIN_FULL_FINETUNE=OUT cargo test --release --test finetune_parity -- --ignored`.
+#[test]
+#[ignore]
+fn one_sgd_step_matches_speechbrain_full_size() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("VOXBRAIN_FULL_FINETUNE").expect("set VOXBRAIN_FULL_FINETUNE"),
+    );
+    step_parity(&dir, &dir.join("model"));
+}
+
+fn step_parity(fixtures: &Path, model: &Path) {
+    let e = expected(fixtures);
+    let npy = |name: &str| read_npy(fixtures.join(name)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut b = brain(dir.path(), e["lr"].as_f64().unwrap());
+    let mut b = brain(model, dir.path(), e["lr"].as_f64().unwrap());
     let batch = batch(&b.asr, dir.path(), &e);
     let (wavs, lens) = batch.padded("signal").unwrap().pair();
     assert_eq!(
@@ -118,7 +137,7 @@ fn one_sgd_step_matches_speechbrain() {
 
     b.core_mut().backward(&loss).unwrap();
     let grads = b.core().gradients();
-    let want_grads = npy("finetune/grads.npy").data;
+    let want_grads = npy("grads.npy").data;
     let mut worst = (0f64, String::new());
     let mut errs = Vec::new();
     for p in e["params"].as_array().unwrap() {
@@ -179,7 +198,7 @@ fn one_sgd_step_matches_speechbrain() {
     let want = e["grad_norm_f64"].as_f64().unwrap();
     println!("grad norm {norm} (SpeechBrain {want})");
     assert!(rel(norm, want) < 1e-4);
-    let after = npy("finetune/params_after_step.npy").data;
+    let after = npy("params_after_step.npy").data;
     let sd = b.core().modules.state_dict();
     let mut got = vec![0f32; after.len()];
     for p in e["params"].as_array().unwrap() {
@@ -202,5 +221,4 @@ fn one_sgd_step_matches_speechbrain() {
         rel(end, want) < 1e-4,
         "eval loss at the end {end} vs {want}"
     );
-    let _ = Device::Cpu;
 }
