@@ -56,15 +56,33 @@ fn main() -> anyhow::Result<()> {
     brain.core_mut().init_optimizers();
     brain.core_mut().modules.train(true);
     brain.on_stage_start(Stage::Train, Some(1))?;
-    brain.fit_batch(&batch)?; // warm-up
+    // One step = fit_batch: forward, loss, backward, clipping, SGD; timed by phase.
+    let mut step = |brain: &mut EncDecFineTune| -> anyhow::Result<[f64; 3]> {
+        let t0 = Instant::now();
+        let out = brain.compute_forward(&batch, Stage::Train)?;
+        let loss = brain.compute_objectives(out, &batch, Stage::Train)?;
+        let t1 = Instant::now();
+        brain.core_mut().backward(&loss)?;
+        let t2 = Instant::now();
+        brain.core_mut().optimizers_step()?;
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+        Ok([ms(t0, t1), ms(t1, t2), ms(t2, Instant::now())])
+    };
+    let warm = step(&mut brain)?;
+    eprintln!(
+        "warm-up: forward {:.0} ms, backward {:.0} ms, step {:.0} ms",
+        warm[0], warm[1], warm[2]
+    );
     let mut ms = Vec::with_capacity(rounds);
+    let mut phases = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let t = Instant::now();
-        brain.fit_batch(&batch)?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let p = step(&mut brain)?;
+        ms.push(p.iter().sum::<f64>());
+        phases.push(p);
     }
     let line = serde_json::json!({"impl": "voxbrain", "what": "finetune_step", "batch": n,
-        "step_ms": ms, "median_ms": median(ms.clone()), "peak_rss_mb": peak_rss_mb()});
+        "step_ms": ms, "median_ms": median(ms.clone()), "phases_ms": phases,
+        "peak_rss_mb": peak_rss_mb()});
     println!("{line}");
     Ok(())
 }

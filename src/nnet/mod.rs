@@ -15,6 +15,7 @@ pub mod pooling;
 pub mod rnn;
 pub mod rnn_decoder;
 pub(crate) mod rnn_step;
+pub(crate) mod rnn_train;
 pub mod stats_pooling;
 pub mod transformer;
 

@@ -84,6 +84,43 @@ impl LstmCell {
     }
 }
 
+impl LstmCell {
+    /// Training from a zero state on the CPU: the input projection as a candle matmul, the
+    /// recurrence (and its backward pass) as [`super::rnn_train::LstmSeq`]. Returns the
+    /// outputs `[B, T, H]` and the final `(h, c)` (`c` without gradient).
+    fn run_train_cpu(&self, x: &Tensor, reverse: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let hidden = self.w_hh.dim(1)?;
+        if t == 0 {
+            let z = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
+            return Ok((
+                Tensor::zeros((b, 0, hidden), x.dtype(), x.device())?,
+                z.clone(),
+                z,
+            ));
+        }
+        let bias = match &self.bias {
+            Some((bi, bh)) => Some((bi + bh)?),
+            None => None,
+        };
+        let xw = linear(x, &self.w_ih, bias.as_ref())?.contiguous()?;
+        let c_last = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let op = super::rnn_train::LstmSeq {
+            reverse,
+            c_last: c_last.clone(),
+        };
+        let y = xw.apply_op2(&self.w_hh, op)?;
+        let last = if reverse { 0 } else { t - 1 };
+        let h = y.narrow(1, last, 1)?.squeeze(1)?;
+        let c = c_last
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lstm-seq: poisoned state".into()))?
+            .take()
+            .unwrap_or_else(|| vec![0f32; b * hidden]);
+        Ok((y, h, Tensor::from_vec(c, (b, hidden), x.device())?))
+    }
+}
+
 /// PyTorch's LSTM update `c = σ(f) c0 + σ(i) tanh(g)`, `h = σ(o) tanh(c)` from the gates
 /// `[B, 4H]` (order `i, f, g, o`) and `c0` `[B, H]`, as candle ops (autograd). Eval on the CPU
 /// runs [`super::rnn_step::lstm_sequence`] instead.
@@ -239,6 +276,13 @@ impl Lstm {
                         .map(|d| run(d, threads))
                         .collect::<Result<Vec<_>>>()?
                 }
+            } else if train && hx.is_none() && x.device().is_cpu() && x.dtype() == DType::F32 {
+                // Training on the CPU: each direction as one recurrence op (rnn_train.rs).
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(d, cell)| cell.run_train_cpu(&x, d == 1))
+                    .collect::<Result<Vec<_>>>()?
             } else {
                 let mut r = Vec::with_capacity(cells.len());
                 for (d, cell) in cells.iter().enumerate() {
@@ -381,6 +425,58 @@ mod tests {
     use super::*;
     use candle_core::Device;
     use candle_nn::VarMap;
+
+    /// The training recurrence op (rnn_train.rs) gives candle autograd's outputs and
+    /// gradients (weights, biases and input), in both directions.
+    #[test]
+    fn training_op_equals_candle_autograd() -> Result<()> {
+        let dev = Device::Cpu;
+        for reverse in [false, true] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let cell = LstmCell::new(5, 4, true, "_l0", &vb)?;
+            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?)?;
+            let r = Tensor::randn(0f32, 1.0, (3, 7, 4), &dev)?;
+            let rh = Tensor::randn(0f32, 1.0, (3, 4), &dev)?;
+            let z = Tensor::zeros((3, 4), DType::F32, &dev)?;
+            let grads = |(y, h, _c): (Tensor, Tensor, Tensor)| -> Result<Vec<Vec<f32>>> {
+                let loss = ((y * &r)?.sum_all()? + (h * &rh)?.sum_all()?)?;
+                let g = loss.backward()?;
+                let mut out = vec![];
+                for t in [
+                    x.as_tensor(),
+                    &cell.w_ih,
+                    &cell.w_hh,
+                    &cell.bias.as_ref().unwrap().0,
+                ] {
+                    out.push(g.get(t).unwrap().flatten_all()?.to_vec1::<f32>()?);
+                }
+                Ok(out)
+            };
+            let a = cell.run(x.as_tensor(), z.clone(), z.clone(), reverse, true)?;
+            let b = cell.run_train_cpu(x.as_tensor(), reverse)?;
+            let (ya, yb) = (
+                a.0.flatten_all()?.to_vec1::<f32>()?,
+                b.0.flatten_all()?.to_vec1::<f32>()?,
+            );
+            let (ca, cb) = (
+                a.2.flatten_all()?.to_vec1::<f32>()?,
+                b.2.flatten_all()?.to_vec1::<f32>()?,
+            );
+            for (p, q) in ya.iter().zip(&yb).chain(ca.iter().zip(&cb)) {
+                assert!((p - q).abs() < 1e-5, "outputs differ: {p} vs {q}");
+            }
+            for (ga, gb) in grads(a)?.iter().zip(grads(b)?) {
+                for (p, q) in ga.iter().zip(&gb) {
+                    assert!(
+                        (p - q).abs() < 1e-4,
+                        "reverse={reverse}: gradient {p} vs {q}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// Eval mode (the CPU sequence kernels, bidirectional, one step and several) equals
     /// training mode (candle ops with autograd) when dropout is off.
