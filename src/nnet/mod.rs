@@ -16,6 +16,7 @@ pub mod rnn;
 pub mod rnn_decoder;
 pub(crate) mod rnn_step;
 pub(crate) mod rnn_train;
+pub mod train_ops;
 pub mod stats_pooling;
 pub mod transformer;
 
@@ -102,7 +103,7 @@ impl Activation {
         match self {
             Activation::Relu => x.relu(),
             Activation::Gelu => x.gelu_erf(),
-            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.01),
+            Activation::LeakyRelu => train_ops::leaky_relu(x, 0.01),
         }
     }
 

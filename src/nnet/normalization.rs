@@ -83,6 +83,10 @@ impl LayerNorm {
     fn forward_autograd(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let nd = self.norm_dims;
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        if cpu_f32 && dims.len() >= nd && dims[dims.len() - nd..] == *self.weight.dims() {
+            return super::train_ops::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         if dims.len() < nd || dims[dims.len() - nd..] != *self.weight.dims() {
             candle_core::bail!(
                 "LayerNorm over {:?}: input shape {dims:?} does not end with it",
