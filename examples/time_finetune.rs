@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     brain.core_mut().modules.train(true);
     brain.on_stage_start(Stage::Train, Some(1))?;
     // One step = fit_batch: forward, loss, backward, clipping, SGD; timed by phase.
-    let mut step = |brain: &mut EncDecFineTune| -> anyhow::Result<[f64; 3]> {
+    let step = |brain: &mut EncDecFineTune| -> anyhow::Result<[f64; 3]> {
         let t0 = Instant::now();
         let out = brain.compute_forward(&batch, Stage::Train)?;
         let loss = brain.compute_objectives(out, &batch, Stage::Train)?;

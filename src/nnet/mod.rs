@@ -16,8 +16,8 @@ pub mod rnn;
 pub mod rnn_decoder;
 pub(crate) mod rnn_step;
 pub(crate) mod rnn_train;
-pub mod train_ops;
 pub mod stats_pooling;
+pub mod train_ops;
 pub mod transformer;
 
 use candle_core::{Result, Tensor};

@@ -30,7 +30,11 @@ impl CustomOp1 for LeakyRelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = host(s, l, "leaky-relu")?;
         let a = self.0;
-        let y: Vec<f32> = x.par_iter().with_min_len(4096).map(|&v| if v > 0.0 { v } else { a * v }).collect();
+        let y: Vec<f32> = x
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&v| if v > 0.0 { v } else { a * v })
+            .collect();
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -83,15 +87,21 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (host(s1, l1, "layer-norm")?, host(s2, l2, "layer-norm")?, host(s3, l3, "layer-norm")?);
+        let (x, w, b) = (
+            host(s1, l1, "layer-norm")?,
+            host(s2, l2, "layer-norm")?,
+            host(s3, l3, "layer-norm")?,
+        );
         let n = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(yr, xr)| {
-            let (m, r) = row_stats(xr, self.eps);
-            for j in 0..n {
-                yr[j] = (xr[j] - m) * r * w[j] + b[j];
-            }
-        });
+        y.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .for_each(|(yr, xr)| {
+                let (m, r) = row_stats(xr, self.eps);
+                for j in 0..n {
+                    yr[j] = (xr[j] - m) * r * w[j] + b[j];
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(
@@ -139,7 +149,13 @@ impl CustomOp3 for LayerNormOp {
             db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
         }
         let dev = x.device();
-        let to = |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), w.shape(), dev);
+        let to = |v: Vec<f64>| {
+            Tensor::from_vec(
+                v.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+                w.shape(),
+                dev,
+            )
+        };
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(to(dw)?),
@@ -153,11 +169,17 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
 
-    fn grads_of(f: &dyn Fn(&[&Tensor]) -> Result<Tensor>, vars: &[&Var], r: &Tensor) -> Result<Vec<Vec<f32>>> {
+    fn grads_of(
+        f: &dyn Fn(&[&Tensor]) -> Result<Tensor>,
+        vars: &[&Var],
+        r: &Tensor,
+    ) -> Result<Vec<Vec<f32>>> {
         let ts: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
         let loss = (f(&ts)? * r)?.sum_all()?;
         let g = loss.backward()?;
-        ts.iter().map(|t| g.get(t).unwrap().flatten_all()?.to_vec1::<f32>()).collect()
+        ts.iter()
+            .map(|t| g.get(t).unwrap().flatten_all()?.to_vec1::<f32>())
+            .collect()
     }
 
     fn close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
