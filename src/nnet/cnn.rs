@@ -411,6 +411,18 @@ impl Conv2d {
         if !train && x.device().is_cpu() && x.dtype() == DType::F32 {
             return self.forward_eval_cpu(&x, 1 << 23);
         }
+        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // One op with a blocked im2col forward and col2im backward (conv_train.rs).
+            let op = super::conv_train::Conv2dSame {
+                block_rows: (1 << 23)
+                    / (x.dim(2)? * self.weight.elem_count() / self.weight.dim(0)?).max(1),
+            };
+            let y = x.contiguous()?.apply_op2(&self.weight, op)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         if train {
             return self.forward_train(&x);
         }
@@ -529,6 +541,50 @@ pub use super::pooling::max_pool_axis;
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The training op (blocked im2col / col2im) gives the window-matrix candle ops' outputs
+    /// and gradients (input, kernel, bias), with blocks that split the batch unevenly.
+    #[test]
+    fn conv2d_training_op_equals_candle_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = Conv2d::new(3, 4, (3, 3), vb.pp("c"))?;
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let shape = var.shape().clone();
+            let _ = name;
+            var.set(&Tensor::randn(0f32, 0.5, shape, &dev)?)?;
+        }
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5, 6, 3), &dev)?)?;
+        let r = Tensor::randn(0f32, 1.0, (2, 5, 6, 4), &dev)?;
+        let grads = |y: Tensor| -> Result<Vec<Vec<f32>>> {
+            let g = (y * &r)?.sum_all()?.backward()?;
+            [x.as_tensor(), &conv.weight, conv.bias.as_ref().unwrap()]
+                .iter()
+                .map(|t| g.get(t).unwrap().flatten_all()?.to_vec1::<f32>())
+                .collect()
+        };
+        let want_y = conv.forward_train(x.as_tensor())?;
+        let op = super::super::conv_train::Conv2dSame { block_rows: 3 };
+        let got_y = x
+            .as_tensor()
+            .apply_op2(&conv.weight, op)?
+            .broadcast_add(conv.bias.as_ref().unwrap())?;
+        let (a, b) = (
+            want_y.flatten_all()?.to_vec1::<f32>()?,
+            got_y.flatten_all()?.to_vec1::<f32>()?,
+        );
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5));
+        for (ga, gb) in grads(want_y)?.iter().zip(grads(got_y)?) {
+            for (p, q) in ga.iter().zip(&gb) {
+                assert!(
+                    (p - q).abs() < 1e-4 * (1.0 + p.abs()),
+                    "gradient {q} vs {p}"
+                );
+            }
+        }
+        Ok(())
+    }
 
     /// The eval kernel (patches + GEMM, in blocks of frames) equals candle's conv2d path.
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cnn;
+pub(crate) mod conv_train;
 pub(crate) mod ctc;
 pub mod embedding;
 pub mod fused;
