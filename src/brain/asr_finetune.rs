@@ -2,7 +2,6 @@
 //! normalize -> enc -> emb -> dec -> seq_lin -> log_softmax, `nll_loss` with label smoothing on
 //! `tokens_eos`), its data pipeline, and the export of the result in SpeechBrain's layout.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -379,23 +378,6 @@ pub fn asr_dataset(
         "tokens",
     ]);
     Ok(ds)
-}
-
-/// Meta of an end-of-epoch checkpoint: the epoch and, when known, the valid loss and WER.
-pub fn epoch_meta(
-    stats: Option<&(usize, f64, Option<f64>, Option<f64>)>,
-) -> BTreeMap<String, Json> {
-    let mut m = BTreeMap::new();
-    if let Some((e, _, vl, wer)) = stats {
-        m.insert("epoch".into(), json!(e));
-        if let Some(v) = vl {
-            m.insert("valid_loss".into(), json!(v));
-        }
-        if let Some(w) = wer {
-            m.insert("WER".into(), json!(w));
-        }
-    }
-    m
 }
 
 /// Where `from_hparams` collected a model's files (the savedir, or the source folder).

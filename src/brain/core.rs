@@ -375,9 +375,8 @@ pub trait Brain {
     fn on_stage_start(&mut self, _stage: Stage, _epoch: Option<usize>) -> Result<(), BrainError> {
         Ok(())
     }
-    /// Called at the end of each stage with its average loss. The default, like SpeechBrain
-    /// recipes, saves an end-of-epoch checkpoint after validation (or after training when
-    /// there is no validation set).
+    /// Called at the end of each stage with its average loss (logging, schedulers). `fit`
+    /// itself saves the end-of-epoch checkpoint after the epoch's last stage.
     fn on_stage_end(
         &mut self,
         _stage: Stage,

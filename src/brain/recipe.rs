@@ -126,8 +126,8 @@ pub fn fine_tune(cfg: &FineTuneConfig) -> Result<FineTuneReport, BrainError> {
     })
 }
 
-/// Reads `steps.jsonl` as `(step, loss)` pairs.
-pub fn read_step_losses(path: &Path) -> Result<Vec<(f64, f64)>, BrainError> {
+/// Reads `steps.jsonl` as `(epoch, step, loss)` triples.
+pub fn read_step_losses(path: &Path) -> Result<Vec<(usize, f64, f64)>, BrainError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -141,31 +141,37 @@ pub fn read_step_losses(path: &Path) -> Result<Vec<(f64, f64)>, BrainError> {
     {
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| BrainError::Config(format!("{} line {}: {e}", path.display(), i + 1)))?;
-        if let (Some(s), Some(l)) = (v["step"].as_f64(), v["loss"].as_f64()) {
-            out.push((s, l));
+        if let (Some(e), Some(s), Some(l)) =
+            (v["epoch"].as_u64(), v["step"].as_f64(), v["loss"].as_f64())
+        {
+            out.push((e as usize, s, l));
         }
     }
     Ok(out)
 }
 
-/// The loss figure: training loss per optimizer step, validation loss per epoch.
+/// The loss figure: training loss per optimizer step, validation loss at the last step of
+/// each epoch (read from the step log, so epochs run before a resume are placed right).
 pub fn plot_losses(
     steps_log: &Path,
     epochs: &[(usize, f64, Option<f64>, Option<f64>)],
     path: &Path,
 ) -> Result<(), BrainError> {
-    let train = read_step_losses(steps_log)?;
+    let steps = read_step_losses(steps_log)?;
     let mut curves = vec![crate::viz::Curve {
         label: "train (per step)".into(),
-        points: train.clone(),
+        points: steps.iter().map(|&(_, s, l)| (s, l)).collect(),
     }];
-    let steps_per_epoch = epochs
-        .first()
-        .map(|_| train.len() as f64 / epochs.len().max(1) as f64)
-        .unwrap_or(1.0);
+    let end_of = |e: usize| {
+        steps
+            .iter()
+            .filter(|r| r.0 == e)
+            .map(|r| r.1)
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
+    };
     let valid: Vec<(f64, f64)> = epochs
         .iter()
-        .filter_map(|(e, _, v, _)| v.map(|v| (*e as f64 * steps_per_epoch, v)))
+        .filter_map(|(e, _, v, _)| Some((end_of(*e)?, (*v)?)))
         .collect();
     if !valid.is_empty() {
         curves.push(crate::viz::Curve {

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul_into, View};
+use super::gemm::{matmul_into, storage_f32, View};
 
 /// `x` `[B, T, F, Ci]` with the kernel `[Co, Ci, kf, kt]` -> `[B, T, F, Co]` (no bias).
 pub(crate) struct Conv2dSame {
@@ -90,22 +90,21 @@ fn geom(x: &Layout, w: &Layout) -> Result<Geom> {
     })
 }
 
-fn host<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("conv2d-train: contiguous f32 tensors expected"),
-    }
-}
-
-/// The kernel `[co, ci, kf, kt]` reordered to the window order `[co, kt, kf, ci]`.
-fn reorder(w: &[f32], g: &Geom) -> Vec<f32> {
+/// The kernel `[co, ci, kf, kt]` reordered to the window order `[co, kt, kf, ci]`, or back
+/// (`inverse`).
+fn reorder(w: &[f32], g: &Geom, inverse: bool) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
     for o in 0..g.co {
         for c in 0..g.ci {
             for i in 0..g.kf {
                 for j in 0..g.kt {
-                    out[((o * g.kt + j) * g.kf + i) * g.ci + c] =
-                        w[((o * g.ci + c) * g.kf + i) * g.kt + j];
+                    let kernel = ((o * g.ci + c) * g.kf + i) * g.kt + j;
+                    let window = ((o * g.kt + j) * g.kf + i) * g.ci + c;
+                    if inverse {
+                        out[kernel] = w[window];
+                    } else {
+                        out[window] = w[kernel];
+                    }
                 }
             }
         }
@@ -126,7 +125,8 @@ impl CustomOp2 for Conv2dSame {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = geom(l1, l2)?;
-        let (x, w) = (host(s1, l1)?, reorder(host(s2, l2)?, &g));
+        let x = storage_f32(s1, l1, "conv2d-train")?;
+        let w = reorder(storage_f32(s2, l2, "conv2d-train")?, &g, false);
         let (rows, kk) = (g.b * g.t, g.kk());
         let block = self.block_rows.max(1);
         let mut y = vec![0f32; rows * g.f * g.co];
@@ -152,7 +152,7 @@ impl CustomOp2 for Conv2dSame {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = geom(x.layout(), w.layout())?;
         let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let wr = reorder(&w.contiguous()?.flatten_all()?.to_vec1::<f32>()?, &g);
+        let wr = reorder(&w.contiguous()?.flatten_all()?.to_vec1::<f32>()?, &g, false);
         let gy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (rows, kk) = (g.b * g.t, g.kk());
         let block = self.block_rows.max(1);
@@ -188,18 +188,7 @@ impl CustomOp2 for Conv2dSame {
             }
             start += n;
         }
-        // Window order [co, kt, kf, ci] back to the kernel's [co, ci, kf, kt].
-        let mut dwk = vec![0f32; dw.len()];
-        for o in 0..g.co {
-            for c in 0..g.ci {
-                for i in 0..g.kf {
-                    for j in 0..g.kt {
-                        dwk[((o * g.ci + c) * g.kf + i) * g.kt + j] =
-                            dw[((o * g.kt + j) * g.kf + i) * g.ci + c];
-                    }
-                }
-            }
-        }
+        let dwk = reorder(&dw, &g, true);
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

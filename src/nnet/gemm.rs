@@ -10,6 +10,19 @@
 
 use candle_core::{CpuStorage, Result, Storage, StorageRef, Tensor};
 
+/// The values of a contiguous f32 CPU storage (what custom ops' `cpu_fwd` receive); `what`
+/// names the op in the error otherwise.
+pub(crate) fn storage_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{what}: contiguous f32 input expected"),
+    }
+}
+
 /// A CPU f32 tensor's values, borrowed (the storage's read lock is held while this lives).
 pub(crate) struct HostF32<'a> {
     guard: StorageRef<'a>,

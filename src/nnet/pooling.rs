@@ -74,10 +74,7 @@ impl CustomOp1 for MaxPoolFirst {
         let dims = layout.shape().dims3()?;
         let (outer, nk, inner) = dims;
         let k = self.kernel;
-        let src = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("max-pool-first: contiguous f32 input expected"),
-        };
+        let src = super::gemm::storage_f32(storage, layout, "max-pool-first")?;
         let n = nk / k;
         let mut out = Vec::with_capacity(outer * n * inner);
         for o in 0..outer {

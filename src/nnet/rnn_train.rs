@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul_into, View};
+use super::gemm::{matmul_into, storage_f32, View};
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -31,13 +31,6 @@ struct Trace {
     gates: Vec<f32>,
     cells: Vec<f32>,
     hidden: Vec<f32>,
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("lstm-seq: {what} must be a contiguous f32 tensor"),
-    }
 }
 
 impl LstmSeq {
@@ -102,7 +95,11 @@ impl CustomOp2 for LstmSeq {
         if l2.shape().dims() != [g4, h] {
             candle_core::bail!("lstm-seq: w_hh {:?} for {g4} gates", l2.shape());
         }
-        let tr = self.run(slice(s1, l1, "xw")?, slice(s2, l2, "w_hh")?, (b, t, h))?;
+        let tr = self.run(
+            storage_f32(s1, l1, "lstm-seq xw")?,
+            storage_f32(s2, l2, "lstm-seq w_hh")?,
+            (b, t, h),
+        )?;
         // [T, B, H] (step-major) -> [B, T, H]
         let mut out = vec![0f32; b * t * h];
         for step in 0..t {

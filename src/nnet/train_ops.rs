@@ -6,12 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn host<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{what}: contiguous f32 input expected"),
-    }
-}
+use super::gemm::storage_f32 as host;
 
 /// `leaky_relu(x, slope)` with autograd through one op (CPU f32; elsewhere candle's).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
