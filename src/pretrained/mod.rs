@@ -6,6 +6,7 @@ pub mod ckpt;
 pub mod fetching;
 pub mod hparams;
 mod interfaces;
+pub mod official;
 mod pretrainer;
 
 pub use interfaces::{
