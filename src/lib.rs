@@ -12,6 +12,7 @@ pub mod audio;
 pub mod brain;
 pub mod dataio;
 pub mod decoders;
+pub mod demo;
 pub mod fastmath;
 pub mod features;
 pub mod fsutil;

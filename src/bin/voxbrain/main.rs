@@ -6,7 +6,7 @@ mod inspect;
 mod separate;
 mod speaker;
 mod tour;
-mod tour_models;
+mod tour_results;
 mod transcribe;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +61,8 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Plain text (no colour codes) when stderr is a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

