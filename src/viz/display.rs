@@ -61,3 +61,12 @@ pub fn show_audio(samples: &[f32], sample_rate: u32) -> std::io::Result<()> {
     );
     Ok(())
 }
+
+/// Shows HTML (a table, say) inline in an evcxr notebook.
+///
+/// ```
+/// voxbrain::viz::show_html("<table><tr><td>1</td></tr></table>");
+/// ```
+pub fn show_html(html: &str) {
+    println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
+}

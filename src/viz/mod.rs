@@ -7,6 +7,6 @@ pub mod pca;
 pub mod scatter;
 
 pub use curves::{line_plot, Curve};
-pub use display::{audio_html, show_audio, show_image};
+pub use display::{audio_html, show_audio, show_html, show_image};
 pub use pca::Pca;
 pub use scatter::scatter_plot;
