@@ -138,15 +138,12 @@ pub struct Utterance {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
+    // Unchanged files are left alone (the notebooks call this on every run).
     if std::fs::read(path).is_ok_and(|b| b == bytes) {
         return Ok(());
     }
-    let mut tmp = crate::fsutil::temp_beside(path, ".part")?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 /// Writes the real recordings (and `manifest.json`) into `dir/real_speech/` and returns them

@@ -25,3 +25,20 @@ pub fn temp_beside(path: &Path, suffix: &str) -> std::io::Result<tempfile::Named
     }
     Ok(tmp)
 }
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("a.txt");
+/// voxbrain::fsutil::write_atomic(&p, b"hello").unwrap();
+/// assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+/// ```
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = temp_beside(path, ".part")?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -45,12 +45,10 @@ fn main() {
             "/// `{stem}.ipynb`, {} code cells.\n#[allow(unused, clippy::all)]\npub mod {module} {{\n    pub fn run() -> anyhow::Result<()> {{\n        include!(concat!(env!(\"OUT_DIR\"), \"/{file}\"));\n        Ok(())\n    }}\n}}\n",
             c.cells
         );
-        list.push(format!(
-            "(\"{stem}\", {module}::run as fn() -> anyhow::Result<()>)"
-        ));
+        list.push(format!("(\"{stem}\", {module}::run as crate::NotebookFn)"));
     }
     out += &format!(
-        "/// Every notebook, in file-name order.\npub const NOTEBOOKS: &[(&str, fn() -> anyhow::Result<()>)] = &[{}];\n",
+        "/// Every notebook, in file-name order.\npub const NOTEBOOKS: &[(&str, crate::NotebookFn)] = &[{}];\n",
         list.join(", ")
     );
     println!("cargo:rerun-if-changed={}", dir.display());

@@ -355,16 +355,9 @@ fn check(f: &PinnedFile, bytes: &[u8], from: &str) -> Result<(), OfficialError> 
     Ok(())
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OfficialError> {
-    use std::io::Write;
-    let io = |source| OfficialError::Io {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| OfficialError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = crate::fsutil::temp_beside(path, ".part").map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }

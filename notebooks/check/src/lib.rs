@@ -7,4 +7,7 @@ pub mod convert;
 /// The code cell running now (1-based), so a failure can name it.
 pub static CELL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A converted notebook: its code cells in order.
+pub type NotebookFn = fn() -> anyhow::Result<()>;
+
 include!(concat!(env!("OUT_DIR"), "/notebooks.rs"));

@@ -204,16 +204,8 @@ pub fn run(a: TourArgs) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
 /// crash never leaves a partial file.
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut tmp = voxbrain::fsutil::temp_beside(path, ".part")
-        .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    voxbrain::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The tutorial's "Setting up the data pipeline" on the bundled mini corpus.
