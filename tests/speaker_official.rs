@@ -12,7 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{fixture, npy};
+use common::{cosine, fixture, npy};
 use voxbrain::inference::SpeakerRecognition;
 use voxbrain::pretrained::official::{fetch_official, FetchOfficialOptions, SPKREC_ECAPA_VOXCELEB};
 use voxbrain::pretrained::FromHparamsOptions;
@@ -64,13 +64,6 @@ fn manifest() -> Vec<(String, PathBuf, String)> {
             (id, PathBuf::from(path), e["spkID"].as_str().unwrap().into())
         })
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

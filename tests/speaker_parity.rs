@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{fixture, npy};
+use common::{cosine, fixture, npy};
 use voxbrain::inference::{EncoderClassifier, PaddingMode, SpeakerRecognition};
 use voxbrain::pretrained::FromHparamsOptions;
 
@@ -22,13 +22,6 @@ fn model() -> SpeakerRecognition {
 
 fn vec(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// The bounds: cosine >= 0.99999 and max abs error <= 1e-4 of the largest value.

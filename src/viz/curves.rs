@@ -30,40 +30,32 @@ pub fn line_plot(
     y_desc: &str,
     path: impl AsRef<Path>,
 ) -> Result<(), String> {
-    let path = path.as_ref();
-    super::scatter::register_font();
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let tmp = crate::fsutil::temp_beside(path, &format!(".{ext}"))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let size = (800, 500);
-    let err = |e: Box<dyn std::error::Error>| format!("{}: {e}", path.display());
-    match ext.as_str() {
-        "png" => {
-            let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
-            draw(&root, curves, title, x_desc, y_desc).map_err(err)?;
-            root.present()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        "svg" => {
-            let root = SVGBackend::new(tmp.path(), size).into_drawing_area();
-            draw(&root, curves, title, x_desc, y_desc).map_err(err)?;
-            root.present()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        other => {
-            return Err(format!(
-                "{}: unsupported figure format `{other}` (use .png or .svg)",
-                path.display()
-            ))
-        }
+    let fig = LinePlot {
+        curves,
+        title,
+        x_desc,
+        y_desc,
+    };
+    super::render::save_figure(&fig, (800, 500), path.as_ref())
+}
+
+struct LinePlot<'a> {
+    curves: &'a [Curve],
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+}
+
+impl super::render::Figure for LinePlot<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.curves, self.title, self.x_desc, self.y_desc)
     }
-    tmp.persist(path)
-        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 fn draw<DB: DrawingBackend>(

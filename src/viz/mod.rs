@@ -4,6 +4,7 @@
 pub mod curves;
 pub mod display;
 pub mod pca;
+mod render;
 pub mod scatter;
 
 pub use curves::{line_plot, Curve};

@@ -36,38 +36,33 @@ pub fn scatter_plot(
             labels.len()
         ));
     }
-    register_font();
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let tmp = crate::fsutil::temp_beside(path, &format!(".{ext}"))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let size = (800, 600);
-    match ext.as_str() {
-        "png" => {
-            let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
-            draw(&root, points, labels, title).map_err(|e| format!("{}: {e}", path.display()))?;
-            root.present()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        "svg" => {
-            let root = SVGBackend::new(tmp.path(), size).into_drawing_area();
-            draw(&root, points, labels, title).map_err(|e| format!("{}: {e}", path.display()))?;
-            root.present()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        other => {
-            return Err(format!(
-                "{}: unsupported figure format `{other}` (use .png or .svg)",
-                path.display()
-            ))
-        }
+    super::render::save_figure(
+        &Scatter {
+            points,
+            labels,
+            title,
+        },
+        (800, 600),
+        path,
+    )
+}
+
+struct Scatter<'a> {
+    points: &'a [(f64, f64)],
+    labels: &'a [String],
+    title: &'a str,
+}
+
+impl super::render::Figure for Scatter<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.points, self.labels, self.title)
     }
-    tmp.persist(path)
-        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 fn draw<DB: DrawingBackend>(

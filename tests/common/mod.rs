@@ -19,6 +19,14 @@ pub fn npy(rel: &str) -> NpyArray {
     read_npy(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
+/// Cosine similarity, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
 /// Max and mean absolute difference.
 pub fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     assert_eq!(

@@ -7,24 +7,19 @@
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
-use voxbrain::audio::{load_audio, write_wav, ChannelMix, WavFormat, Waveform};
+use voxbrain::audio::{write_wav, WavFormat, Waveform};
 use voxbrain::brain::recipe::{fine_tune, FineTuneConfig};
 use voxbrain::brain::{BrainOptions, OptimizerKind};
+use voxbrain::inference::separation::make_mixture;
 use voxbrain::inference::SpeakerRecognition;
 use voxbrain::metrics::separation::pit_si_snri;
-use voxbrain::metrics::wer::{count_ops, op_table};
+use voxbrain::metrics::wer::ErrorRateStats;
 use voxbrain::pretrained::FromHparamsOptions;
 
 use voxbrain::demo::{self, ModelSource as Source, Utterance as Utt};
 
 /// SpeechBrain's default verification threshold.
 const THRESHOLD: f32 = 0.25;
-
-fn wer(reference: &str, hypothesis: &str) -> f64 {
-    let r: Vec<&str> = reference.split_whitespace().collect();
-    let h: Vec<&str> = hypothesis.split_whitespace().collect();
-    100.0 * count_ops(&op_table(&r, &h)).total() as f64 / r.len().max(1) as f64
-}
 
 /// Speaker verification with every pair of real utterances, and the PCA figure.
 pub fn speaker(
@@ -42,23 +37,21 @@ pub fn speaker(
         let wav = spk.encoder.load_audio(&u.path)?;
         embs.push(spk.encoder.encode_batch(&wav, None, false)?.flatten_all()?);
     }
-    // The tutorial's two calls, as written there.
-    let (a, b, c) = (&utts[0], &utts[1], &utts[utts.len() - 1]);
-    for (x, y) in [(a, b), (a, c)] {
-        let (score, same) = spk.verify_files(&x.path, &y.path)?;
-        if src.is_real() {
-            println!(
-                "  verify_files({}, {}) = score {score:.4}, prediction {same}",
-                x.id, y.id
-            );
-        }
-    }
     if !src.is_real() {
         println!(
             "  pipeline ran on {} utterances (seeded weights: scores not shown)",
             utts.len()
         );
         return Ok(());
+    }
+    // The tutorial's two calls, as written there.
+    let (a, b, c) = (&utts[0], &utts[1], &utts[utts.len() - 1]);
+    for (x, y) in [(a, b), (a, c)] {
+        let (score, same) = spk.verify_files(&x.path, &y.path)?;
+        println!(
+            "  verify_files({}, {}) = score {score:.4}, prediction {same}",
+            x.id, y.id
+        );
     }
     let mut pairs = Vec::new();
     let (mut same, mut diff) = (Vec::new(), Vec::new());
@@ -140,11 +133,15 @@ pub fn asr(
         );
         return Ok(src);
     }
+    // SpeechBrain's ErrorRateStats, one utterance at a time, as the tutorial scores them.
+    let mut stats = ErrorRateStats::<String>::new();
     let mut rows = Vec::new();
     for u in utts {
         let t0 = std::time::Instant::now();
         let hyp = asr.transcribe_file(&u.path)?;
-        let w = wer(&u.words, &hyp);
+        let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
+        stats.append(&[&u.id], &[words(&hyp)], &[words(&u.words)]);
+        let w = stats.scores().last().map_or(f64::NAN, |d| d.wer);
         println!(
             "  {}: {hyp:?}\n    oracle {:?}: WER {w:.1}% ({:.2} s)",
             u.id,
@@ -153,6 +150,11 @@ pub fn asr(
         );
         rows.push(json!({"file": u.path.display().to_string(), "reference": u.words, "hypothesis": hyp, "wer": w}));
     }
+    println!(
+        "  WER over {} utterances: {:.2}%",
+        utts.len(),
+        stats.summarize().wer
+    );
     s.insert("asr".into(), Value::Array(rows));
     Ok(src)
 }
@@ -174,30 +176,21 @@ pub fn separation(
     let (Some(a), Some(b)) = (a, b) else {
         return Ok(());
     };
-    let mut s1: Vec<f32> = load_audio(&a.path, sr, ChannelMix::AvgToMono)?.to_vec1()?;
-    let mut s2: Vec<f32> = load_audio(&b.path, sr, ChannelMix::AvgToMono)?.to_vec1()?;
-    let n = s1.len().max(s2.len());
-    s1.resize(n, 0.0);
-    s2.resize(n, 0.0);
-    let mix: Vec<f32> = s1.iter().zip(&s2).map(|(x, y)| x + y).collect();
-    let mix_path = out_dir.join("mixture.wav");
+    // The tutorial's mixture: both resampled, cropped to the shorter, added.
+    let (mix, s1, s2) = make_mixture(&a.path, &b.path, sr)?;
+    let n = mix.len();
     write_wav(
-        &mix_path,
+        out_dir.join("mixture.wav"),
         &Waveform::mono(mix.clone(), sr),
         WavFormat::Float32,
     )?;
-    let est = sep.separate_file(&mix_path)?; // [1, time, 2]
+    let x = candle_core::Tensor::from_slice(&mix, (1, n), &candle_core::Device::Cpu)?;
+    let est = sep.separate_batch(&x)?; // [1, time, 2]
+    sep.save_sources(&est, out_dir, "separated")?;
     let est = est.squeeze(0)?.t()?.contiguous()?;
     let sources: Vec<Vec<f32>> = (0..est.dim(0)?)
         .map(|i| est.get(i)?.to_vec1())
         .collect::<Result<_, _>>()?;
-    for (i, e) in sources.iter().enumerate() {
-        write_wav(
-            out_dir.join(format!("separated_{}.wav", i + 1)),
-            &Waveform::mono(e.clone(), sr),
-            WavFormat::Float32,
-        )?;
-    }
     println!(
         "  mixture of {} and {} at {sr} Hz -> {} estimated sources in {}",
         a.id,
