@@ -38,7 +38,7 @@ echo ":cache 8192" > "$EVCXR_CONFIG_DIR/init.evcxr"
 mkdir -p executed
 if [ "$#" -gt 0 ]; then notebooks=("$@"); else notebooks=([0-9][0-9]_*.ipynb); fi
 exec "$venv/bin/python" - "$here" "${notebooks[@]}" <<'PY'
-import os, sys, tempfile, time
+import os, shutil, sys, tempfile, time
 
 import nbformat
 from nbclient import NotebookClient
@@ -73,6 +73,7 @@ for name in names:
                 data = out.get("data", {})
                 images += sum(1 for k in data if k in ("image/png", "image/svg+xml"))
                 players += data.get("text/html", "").count("<audio")
+    shutil.rmtree(tmp, ignore_errors=True)  # ~1.4 GB of build output per notebook
     nbformat.write(nb, os.path.join(here, "executed", name))
     print(f"{name}: {time.time() - start:.0f} s", file=sys.stderr)
 for p in problems:
