@@ -49,19 +49,15 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import common  # noqa: E402  (found through the path above)
+
 BATCH = 8
 LR = 1e-5  # the tutorial's SGD rate
 SAMPLE_RATE = 16000
 
 # Eight different sentences (Harvard lists) and eight "speakers" (espeak-ng voice+variant,
 # pitch 0-99); the speed (words per minute) is tuned per utterance to hit its target length.
-SENTENCES = [
-    "The birch canoe slid on the smooth planks.",
-    "Glue the sheet to the dark blue background.",
-    "It is easy to tell the depth of a well.",
-    "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.",
-    "The juice of lemons makes fine punch.",
+SENTENCES = common.SENTENCES + [
     "The box was thrown beside the parked truck.",
     "The hogs were fed chopped corn and garbage.",
 ]
