@@ -96,19 +96,17 @@ pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
             reason: format!("shape {shape:?} holds {n} values, got {}", data.len()),
         });
     }
-    let tmp = crate::fsutil::temp_beside(path, ".npy.part").map_err(io)?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
+    crate::fsutil::write_atomic_with(path, |f| {
+        let mut w = BufWriter::new(f);
         let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         let mut writer = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape64)
             .writer(&mut w)
-            .begin_nd()
-            .map_err(io)?;
-        writer.extend(data.iter().copied()).map_err(io)?;
-        writer.finish().map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+            .begin_nd()?;
+        writer.extend(data.iter().copied())?;
+        writer.finish()?;
+        std::io::Write::flush(&mut w)
+    })
+    .map_err(io)
 }

@@ -40,12 +40,7 @@ pub fn write_flac(path: &Path, samples: &[f32], sample_rate: u32) -> Result<()> 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = voxbrain::fsutil::parent_dir(path);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // temp_beside also makes the result an ordinary 0644 data file.
-    let mut tmp = voxbrain::fsutil::temp_beside(path, ".part")
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
+    voxbrain::fsutil::write_atomic(path, bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }

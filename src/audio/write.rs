@@ -50,16 +50,13 @@ pub fn write_wav(path: impl AsRef<Path>, wav: &Waveform, format: WavFormat) -> R
             WavFormat::Float32 => hound::SampleFormat::Float,
         },
     };
-    let dir = crate::fsutil::parent_dir(path);
-    let tmp = crate::fsutil::temp_beside(path, ".wav.part").map_err(|e| {
-        werr(format!(
-            "cannot create a temporary file in {}: {e}",
-            dir.display()
-        ))
-    })?;
-    {
-        let file = std::io::BufWriter::new(tmp.as_file());
-        let mut writer = hound::WavWriter::new(file, spec).map_err(|e| werr(e.to_string()))?;
+    crate::fsutil::write_atomic_with(path, |f| {
+        let hound_err = |e: hound::Error| match e {
+            hound::Error::IoError(e) => e,
+            e => std::io::Error::other(e),
+        };
+        let mut writer =
+            hound::WavWriter::new(std::io::BufWriter::new(f), spec).map_err(hound_err)?;
         for i in 0..wav.num_frames() {
             for ch in wav.channels() {
                 let s = ch[i];
@@ -71,11 +68,10 @@ pub fn write_wav(path: impl AsRef<Path>, wav: &Waveform, format: WavFormat) -> R
                     }
                     WavFormat::Float32 => writer.write_sample(s),
                 }
-                .map_err(|e| werr(e.to_string()))?;
+                .map_err(hound_err)?;
             }
         }
-        writer.finalize().map_err(|e| werr(e.to_string()))?;
-    }
-    tmp.persist(path).map_err(|e| werr(e.to_string()))?;
-    Ok(())
+        writer.finalize().map_err(hound_err)
+    })
+    .map_err(|e| werr(e.to_string()))
 }

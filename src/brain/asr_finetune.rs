@@ -77,12 +77,7 @@ impl EncDecFineTune {
     /// final place and renamed, so a crash leaves no half model.
     pub fn export(&self, model_dir: &Path, dir: &Path) -> Result<(), BrainError> {
         let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
-        let parent = crate::fsutil::parent_dir(dir);
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".model-tmp-")
-            .tempdir_in(&parent)
-            .map_err(|e| io(&parent, e))?;
+        let tmp = crate::fsutil::temp_dir_beside(dir).map_err(|e| io(dir, e))?;
         let fmt = |e: String| BrainError::Config(e);
         crate::pretrained::ckpt::save_state_dict(
             &self.asr.asr_varmap,
@@ -105,19 +100,10 @@ impl EncDecFineTune {
         for f in ["hyperparams.yaml", "tokenizer.ckpt"] {
             let src = model_dir.join(f);
             let dst = tmp.path().join(f);
-            std::fs::copy(&src, &dst).map_err(|e| io(&src, e))?;
+            let bytes = std::fs::read(&src).map_err(|e| io(&src, e))?;
+            crate::fsutil::write_atomic(&dst, &bytes).map_err(|e| io(&dst, e))?;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
-        }
-        let kept = tmp.keep();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o755));
-        }
-        std::fs::rename(&kept, dir).map_err(|e| io(dir, e))?;
-        Ok(())
+        crate::fsutil::publish_dir(tmp, dir).map_err(|e| io(dir, e))
     }
 
     fn module_train(&self, name: &str) -> bool {

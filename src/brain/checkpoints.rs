@@ -43,13 +43,8 @@ pub(crate) fn write_json(path: &Path, value: &Json) -> Result<(), CheckpointErro
 
 /// Writes a small text file atomically (temporary file beside it, then rename).
 pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), CheckpointError> {
-    use std::io::Write;
-    let io = |e| CheckpointError::Io(path.to_path_buf(), e);
-    let mut tmp = crate::fsutil::temp_beside(path, ".tmp").map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
 }
 
 /// Reads a JSON file written by [`write_json`].
@@ -219,16 +214,8 @@ impl Checkpointer {
         // CKPT.yaml last: a folder without it is not a checkpoint (as in SpeechBrain).
         write_text(&tmp.path().join("CKPT.yaml"), &text)?;
         let final_dir = self.new_checkpoint_dirpath(unixtime);
-        let tmp_path = tmp.keep();
-        std::fs::rename(&tmp_path, &final_dir).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp_path);
-            CheckpointError::Io(final_dir.clone(), e)
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&final_dir, std::fs::Permissions::from_mode(0o755));
-        }
+        crate::fsutil::publish_dir(tmp, &final_dir)
+            .map_err(|e| CheckpointError::Io(final_dir.clone(), e))?;
         tracing::debug!(
             "saved an {} checkpoint in {}",
             if end_of_epoch {

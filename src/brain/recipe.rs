@@ -62,6 +62,9 @@ pub struct FineTuneReport {
 pub fn fine_tune(cfg: &FineTuneConfig) -> Result<FineTuneReport, BrainError> {
     let out = &cfg.output_dir;
     std::fs::create_dir_all(out).map_err(|e| BrainError::Io(out.clone(), e))?;
+    // Two runs writing one folder would interleave checkpoints and logs: the second stops.
+    let _lock = crate::fsutil::DirLock::acquire(out, "a fine-tuning run")
+        .map_err(|e| BrainError::Io(out.clone(), e))?;
     let asr = EncoderDecoderASR::from_hparams(&cfg.source, &cfg.model)
         .map_err(|e| BrainError::Config(format!("loading {}: {e}", cfg.source)))?;
     let files =

@@ -443,36 +443,28 @@ pub fn write_manifest(
     format: ManifestFormat,
 ) -> Result<()> {
     let path = path.as_ref();
-    let dir = crate::fsutil::parent_dir(path);
-    let tmp = crate::fsutil::temp_beside(path, ".part").map_err(|e| DataIoError::io(&dir, e))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
+    crate::fsutil::write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
         match format {
-            ManifestFormat::Json => write_json(df, &mut w).map_err(|e| DataIoError::io(path, e))?,
+            ManifestFormat::Json => write_json(df, &mut w)?,
             ManifestFormat::Csv => {
                 let mut out = df.clone();
-                out.rename("id", "ID".into())?;
+                out.rename("id", "ID".into())
+                    .map_err(std::io::Error::other)?;
                 CsvWriter::new(&mut w)
                     .include_header(true)
-                    .finish(&mut out)?;
+                    .finish(&mut out)
+                    .map_err(std::io::Error::other)?;
             }
             ManifestFormat::Parquet => {
-                ParquetWriter::new(&mut w).finish(&mut df.clone())?;
+                ParquetWriter::new(&mut w)
+                    .finish(&mut df.clone())
+                    .map_err(std::io::Error::other)?;
             }
         }
-        w.flush().map_err(|e| DataIoError::io(path, e))?;
-    }
-    // Temporary files are created 0600; a manifest is an ordinary data file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| DataIoError::io(path, e))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| DataIoError::io(path, e.error))?;
-    Ok(())
+        w.flush()
+    })
+    .map_err(|e| DataIoError::io(path, e))
 }
 
 fn value_to_json(v: Value) -> Json {

@@ -279,22 +279,16 @@ fn place(
     match strategy {
         LocalStrategy::NoLink => Ok(src.to_path_buf()),
         LocalStrategy::Symlink => {
-            let _ = std::fs::remove_file(dst);
             let target = src.canonicalize().map_err(|e| save_err(e.to_string()))?;
-            #[cfg(unix)]
-            std::os::unix::fs::symlink(&target, dst).map_err(|e| save_err(e.to_string()))?;
-            #[cfg(not(unix))]
-            std::fs::copy(&target, dst).map_err(|e| save_err(e.to_string()))?;
+            symlink_atomic(&target, dst).map_err(|e| save_err(e.to_string()))?;
             Ok(dst.to_path_buf())
         }
         LocalStrategy::Copy => {
-            let tmp =
-                crate::fsutil::temp_beside(dst, ".part").map_err(|e| save_err(e.to_string()))?;
             let mut input = std::fs::File::open(src).map_err(|e| save_err(e.to_string()))?;
-            std::io::copy(&mut input, &mut tmp.as_file()).map_err(|e| save_err(e.to_string()))?;
-            let _ = std::fs::remove_file(dst);
-            tmp.persist(dst)
-                .map_err(|e| save_err(e.error.to_string()))?;
+            // The rename replaces whatever is there (an older copy, a symlink) in one step,
+            // so a process loading the same savedir meanwhile sees the old file or the new.
+            crate::fsutil::write_atomic_with(dst, |f| std::io::copy(&mut input, f).map(drop))
+                .map_err(|e| save_err(e.to_string()))?;
             Ok(dst.to_path_buf())
         }
     }
@@ -304,16 +298,46 @@ fn place(
 fn download_url(url: &str, dst: &Path, opts: &FetchOptions) -> Result<(), String> {
     let resp = ureq::get(url).call().map_err(|e| e.to_string())?;
     let expected: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
-    let tmp = crate::fsutil::temp_beside(dst, ".part").map_err(|e| e.to_string())?;
     let bar = crate::progress::bytes_bar(expected, url, opts.progress);
     let mut reader = bar.wrap_read(resp.into_reader());
-    let n = std::io::copy(&mut reader, &mut tmp.as_file()).map_err(|e| e.to_string())?;
-    bar.finish_and_clear();
-    if let Some(e) = expected {
-        if n != e {
-            return Err(format!("connection closed after {n} of {e} bytes"));
+    crate::fsutil::write_atomic_with(dst, |f| {
+        let n = std::io::copy(&mut reader, f)?;
+        match expected {
+            Some(e) if n != e => Err(std::io::Error::other(format!(
+                "connection closed after {n} of {e} bytes"
+            ))),
+            _ => Ok(()),
         }
-    }
-    tmp.persist(dst).map_err(|e| e.error.to_string())?;
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
     Ok(())
+}
+
+/// Points `dst` at `target` through a symlink made beside it and renamed over `dst`, so two
+/// processes linking the same savedir never see it missing (remove-then-link races: one
+/// process's link fails with "file exists" or the other's load finds nothing).
+fn symlink_atomic(target: &Path, dst: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = crate::fsutil::parent_dir(dst);
+        for attempt in 0u32.. {
+            let tmp = dir.join(format!(".voxbrain-link-{}-{attempt}", std::process::id()));
+            match std::os::unix::fs::symlink(target, &tmp) {
+                Ok(()) => {
+                    return std::fs::rename(&tmp, dst).inspect_err(|_| {
+                        let _ = std::fs::remove_file(&tmp);
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns by its 100th attempt")
+    }
+    #[cfg(not(unix))]
+    {
+        let mut input = std::fs::File::open(target)?;
+        crate::fsutil::write_atomic_with(dst, |f| std::io::copy(&mut input, f).map(drop))
+    }
 }

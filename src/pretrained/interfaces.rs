@@ -135,10 +135,13 @@ impl Pretrained for GenericModel {
                     }
                     self.params.insert(name.clone(), varmap);
                 }
-                Err(e) => {
-                    tracing::debug!(loadable = %name, "not a checkpoint ({e}); kept as a file");
+                // Tokenizers and label files are loadables too: kept as files. A torch
+                // archive that cannot be read safely is an error, never an empty listing.
+                Err(e @ super::ckpt::CkptError::NotCheckpoint { .. }) => {
+                    tracing::debug!(loadable = %name, "{e}; kept as a file");
                     self.other_files.insert(name.clone(), path.clone());
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

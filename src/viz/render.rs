@@ -25,25 +25,23 @@ pub(crate) fn save_figure(fig: &impl Figure, size: (u32, u32), path: &Path) -> R
         .unwrap_or("")
         .to_ascii_lowercase();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let tmp = crate::fsutil::temp_beside(path, &format!(".{ext}")).map_err(|e| err(&e))?;
-    match ext.as_str() {
-        "png" => {
-            let root = BitMapBackend::new(tmp.path(), size).into_drawing_area();
-            fig.draw(&root).map_err(|e| err(&e))?;
-            root.present().map_err(|e| err(&e))?;
-        }
-        "svg" => {
-            let root = SVGBackend::new(tmp.path(), size).into_drawing_area();
-            fig.draw(&root).map_err(|e| err(&e))?;
-            root.present().map_err(|e| err(&e))?;
-        }
-        other => {
-            return Err(format!(
-                "{}: unsupported figure format `{other}` (use .png or .svg)",
-                path.display()
-            ))
-        }
+    if ext != "png" && ext != "svg" {
+        return Err(format!(
+            "{}: unsupported figure format `{ext}` (use .png or .svg)",
+            path.display()
+        ));
     }
-    tmp.persist(path).map_err(|e| err(&e.error))?;
-    Ok(())
+    let draw = |tmp: &Path| -> std::io::Result<()> {
+        let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+        if ext == "png" {
+            let root = BitMapBackend::new(tmp, size).into_drawing_area();
+            fig.draw(&root).map_err(|e| other(&e))?;
+            root.present().map_err(|e| other(&e))
+        } else {
+            let root = SVGBackend::new(tmp, size).into_drawing_area();
+            fig.draw(&root).map_err(|e| other(&e))?;
+            root.present().map_err(|e| other(&e))
+        }
+    };
+    crate::fsutil::write_atomic_via_path(path, &format!(".{ext}"), draw).map_err(|e| err(&e))
 }

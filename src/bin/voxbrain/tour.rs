@@ -218,7 +218,8 @@ fn data_pipeline(out_dir: &std::path::Path) -> anyhow::Result<()> {
     for (rel, bytes) in CORPUS {
         let p = corpus.join(rel);
         std::fs::create_dir_all(p.parent().unwrap_or(&corpus))?;
-        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+        voxbrain::fsutil::write_atomic(&p, bytes)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     let json = out_dir.join("data.json");
     let summary = librispeech::parse_to_json(&corpus, &json, &Default::default())?;
@@ -248,7 +249,8 @@ fn data_pipeline(out_dir: &std::path::Path) -> anyhow::Result<()> {
         p.str("words")?
     );
     let head = out_dir.join("data_head.html");
-    std::fs::write(&head, dataset.head_html(8, false)?)?;
+    voxbrain::fsutil::write_atomic(&head, dataset.head_html(8, false)?.as_bytes())
+        .with_context(|| format!("writing {}", head.display()))?;
     let loader = DataLoader::new(
         dataset,
         DataLoaderOptions {

@@ -3,11 +3,12 @@
 
 mod read;
 mod state_dict;
+mod unpickle;
 mod write;
 
 use std::path::PathBuf;
 
-pub use read::{read_ckpt, read_shapes, Checkpoint};
+pub use read::{read_ckpt, read_ckpt_bytes, read_shapes, Checkpoint};
 pub use state_dict::{
     canonical_key, load_state_dict, load_state_dict_file, save_state_dict, state_dict, LoadOptions,
     StateDictReport,
@@ -24,6 +25,10 @@ pub enum CkptError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is neither a torch zip checkpoint nor a safetensors file (e.g. a
+    /// SentencePiece `tokenizer.ckpt`).
+    #[error("{path} is neither a torch zip checkpoint nor a safetensors file")]
+    NotCheckpoint { path: PathBuf },
     /// The file is not a readable checkpoint (or cannot be written).
     #[error("{path} is not a readable torch checkpoint: {reason}")]
     Format { path: PathBuf, reason: String },

@@ -142,28 +142,34 @@ pub fn save_ckpt_with_ints(
     pkl.0.push(b'u'); // SETITEMS
     pkl.0.push(b'.'); // STOP
 
-    let tmp = crate::fsutil::temp_beside(path, ".ckpt.part").map_err(|e| werr(path, e))?;
-    {
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(tmp.as_file()));
+    crate::fsutil::write_atomic_with(path, |f| {
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(f));
         // torch aligns records to 64 bytes so they can be memory-mapped.
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(true)
             .with_alignment(64);
-        let mut add = |name: String, data: &[u8]| -> Result<(), CkptError> {
-            zip.start_file(name, opts).map_err(|e| werr(path, e))?;
-            zip.write_all(data).map_err(|e| werr(path, e))
+        let mut add = |name: String, data: &[u8]| -> std::io::Result<()> {
+            zip.start_file(name, opts).map_err(std::io::Error::other)?;
+            zip.write_all(data)
         };
-        add(format!("{archive}/data.pkl"), &pkl.0)?;
-        add(format!("{archive}/byteorder"), b"little")?;
-        for (key, bytes) in &blobs {
-            add(format!("{archive}/data/{key}"), bytes)?;
+        let written = (|| {
+            add(format!("{archive}/data.pkl"), &pkl.0)?;
+            add(format!("{archive}/byteorder"), b"little")?;
+            for (key, bytes) in &blobs {
+                add(format!("{archive}/data/{key}"), bytes)?;
+            }
+            add(format!("{archive}/version"), b"3\n")
+        })();
+        if let Err(e) = written {
+            // The temporary file is discarded; dropping the writer would try to finish the
+            // archive on the failing file and print a second error.
+            std::mem::forget(zip);
+            return Err(e);
         }
-        add(format!("{archive}/version"), b"3\n")?;
-        zip.finish().map_err(|e| werr(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| werr(path, e.error))?;
-    Ok(())
+        zip.finish().map_err(std::io::Error::other)?.flush()
+    })
+    .map_err(|e| werr(path, e))
 }
 
 fn tensor_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
@@ -205,9 +211,9 @@ pub fn save_safetensors(
     tensors: &[(String, Tensor)],
 ) -> Result<(), CkptError> {
     let path = path.as_ref();
-    let tmp = crate::fsutil::temp_beside(path, ".safetensors.part").map_err(|e| werr(path, e))?;
     let map: std::collections::HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    candle_core::safetensors::save(&map, tmp.path()).map_err(|e| werr(path, e))?;
-    tmp.persist(path).map_err(|e| werr(path, e.error))?;
-    Ok(())
+    crate::fsutil::write_atomic_via_path(path, ".safetensors.part", |tmp| {
+        candle_core::safetensors::save(&map, tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|e| werr(path, e))
 }
