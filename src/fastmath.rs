@@ -157,6 +157,7 @@ pub(crate) fn lanes_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f3
         .map(|(&x, &y)| f(x, y))
         .sum();
     for (x, y) in ac.zip(bc) {
+        // chunks_exact(L) yields slices of exactly L values: the conversions cannot fail.
         let (x, y): (&[f32; L], &[f32; L]) = (x.try_into().unwrap(), y.try_into().unwrap());
         for l in 0..L {
             acc[l] += f(x[l], y[l]);
@@ -175,6 +176,7 @@ pub(crate) fn lanes_max(x: &[f32]) -> f32 {
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for c in chunks {
+        // chunks_exact(L) yields slices of exactly L values: the conversion cannot fail.
         let c: &[f32; L] = c.try_into().unwrap();
         for l in 0..L {
             lane[l] = lane[l].max(c[l]);

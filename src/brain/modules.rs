@@ -61,6 +61,7 @@ impl Modules {
     /// that a checkpoint of the modules is the original state_dict). A module with no
     /// variables (a feature extractor, a normalizer) is still listed for its mode.
     pub fn add_from_varmap(&mut self, name: &str, varmap: &VarMap, prefix: &str) {
+        // Poisoned only if another thread panicked holding it: then panicking is right.
         let data = varmap.data().lock().expect("VarMap lock poisoned");
         let mut vars: Vec<(String, Var)> = data
             .iter()

@@ -308,18 +308,19 @@ fn values_to_column(
             found: v.type_name().to_string(),
         })
     };
-    if vals.iter().all(|v| v.as_f64().is_some()) {
-        let v: Vec<f64> = vals.iter().map(|v| v.as_f64().unwrap()).collect();
+    if let Some(v) = vals.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>() {
         return Ok(Column::new(key.into(), v));
     }
-    if vals.iter().all(|v| v.as_str().is_some()) {
-        let v: Vec<&str> = vals.iter().map(|v| v.as_str().unwrap()).collect();
-        return Ok(Column::new(key.into(), v));
-    }
-    let (i, v) = vals
+    if let Some(v) = vals
         .iter()
-        .enumerate()
-        .find(|(_, v)| v.as_f64().is_none())
-        .expect("some value is not a number");
-    Err(bad(i, v)?)
+        .map(Value::as_str)
+        .collect::<Option<Vec<&str>>>()
+    {
+        return Ok(Column::new(key.into(), v));
+    }
+    // Not all numbers: name the first value that is not one.
+    match vals.iter().enumerate().find(|(_, v)| v.as_f64().is_none()) {
+        Some((i, v)) => Err(bad(i, v)?),
+        None => Ok(Column::new(key.into(), Vec::<f64>::new())),
+    }
 }

@@ -250,6 +250,7 @@ fn json_column(name: &str, vals: Vec<Option<Json>>) -> Series {
         return Series::new(name, v);
     }
     if present().all(Json::is_array) {
+        // Every `unwrap` below is on a kind checked by the `all(...)` guarding it.
         let items = || present().flat_map(|x| x.as_array().unwrap().iter());
         let list = |f: &dyn Fn(&[Json]) -> Series| -> Series {
             let v: Vec<Option<Series>> = vals

@@ -175,16 +175,17 @@ impl InputNormalization {
 
     fn update_global(&mut self, x: &Tensor, mask: &Tensor) -> Result<()> {
         let (n, mean, var) = gaussian_statistics(x, mask)?;
-        if self.count == 0 || self.glob_mean.is_none() {
-            self.count = n;
-            self.glob_mean = Some(mean);
-            self.glob_std = Some(var.sqrt()?);
-            return Ok(());
-        }
-        let (gm, gs) = (
-            self.glob_mean.as_ref().unwrap().to_device(x.device())?,
-            self.glob_std.as_ref().unwrap().to_device(x.device())?,
-        );
+        let (gm, gs) = match (&self.glob_mean, &self.glob_std) {
+            (Some(m), Some(s)) if self.count > 0 => {
+                (m.to_device(x.device())?, s.to_device(x.device())?)
+            }
+            _ => {
+                self.count = n;
+                self.glob_mean = Some(mean);
+                self.glob_std = Some(var.sqrt()?);
+                return Ok(());
+            }
+        };
         // Chan et al.'s parallel combination of (count, mean, variance), as SpeechBrain does.
         let total = self.count + n;
         let lw = self.count as f64 / total as f64;

@@ -18,7 +18,7 @@ pub fn eer(positive: &[f32], negative: &[f32]) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let mut thresholds: Vec<f64> = positive.iter().chain(negative).map(|&s| s as f64).collect();
-    thresholds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    thresholds.sort_by(f64::total_cmp);
     thresholds.dedup();
     let rates = |t: f64| {
         let frr =
@@ -45,6 +45,7 @@ pub fn eer(positive: &[f32], negative: &[f32]) -> (f64, f64) {
         }
         prev = Some((t, far, frr));
     }
+    // Both score lists are non-empty (checked above), so the loop set `prev`.
     let (t, far, frr) = prev.expect("non-empty");
     ((far + frr) / 2.0, t)
 }
@@ -59,7 +60,7 @@ pub fn min_dcf(
     p_target: f64,
 ) -> (f64, f64) {
     let mut thresholds: Vec<f64> = positive.iter().chain(negative).map(|&s| s as f64).collect();
-    thresholds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    thresholds.sort_by(f64::total_cmp);
     thresholds.dedup();
     let mut best = (f64::INFINITY, f64::NAN);
     for t in thresholds {

@@ -465,6 +465,7 @@ impl Kernel<'_> {
         let full = a / L * L;
         // Fixed-size blocks (no bounds checks inside) so that each block is a few vector ops.
         let block = |s: &[f32], j0: usize| -> [f32; L] {
+            // The range is exactly L long, so the conversion cannot fail.
             s[j0..j0 + L].try_into().expect("a block of L values")
         };
         for j0 in (0..full).step_by(L) {

@@ -297,6 +297,7 @@ impl Lstm {
                 cs.push(c);
             }
             x = if outs.len() == 1 {
+                // len() == 1 was just checked.
                 outs.pop().expect("one direction")
             } else {
                 Tensor::cat(&outs, D::Minus1)?

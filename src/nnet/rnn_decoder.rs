@@ -116,6 +116,7 @@ impl AttentionalRNNDecoder {
             vb.pp("rnn"),
         )?;
         Ok(Self {
+            // `p` is built just above with a bias (SpeechBrain's Linear default).
             proj: (p.weight().clone(), p.bias().expect("bias").clone()),
             attn,
             rnn,

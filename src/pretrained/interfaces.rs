@@ -127,6 +127,7 @@ impl Pretrained for GenericModel {
                 Ok(ckpt) => {
                     let varmap = VarMap::new();
                     {
+                        // Poisoned only if another thread panicked holding it: then panicking is right.
                         let mut data = varmap.data().lock().expect("VarMap lock poisoned");
                         for (k, t) in ckpt.tensors {
                             let t = t.to_device(&self.device)?;
@@ -164,6 +165,7 @@ impl GenericModel {
         let Some(vm) = self.params.get(loadable) else {
             return Vec::new();
         };
+        // Poisoned only if another thread panicked holding it: then panicking is right.
         let data = vm.data().lock().expect("VarMap lock poisoned");
         let mut v: Vec<_> = data
             .iter()

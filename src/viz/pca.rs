@@ -44,7 +44,7 @@ impl Pca {
         let s = svd.singular_values;
         // nalgebra does not sort singular values: order them.
         let mut order: Vec<usize> = (0..s.len()).collect();
-        order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).unwrap());
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
         let total: f64 = s.iter().map(|v| v * v).sum();
         let mut components = Vec::with_capacity(k);
         let mut ratio = Vec::with_capacity(k);

@@ -139,6 +139,7 @@ impl Decoder {
                     Some(o) => (o + part)?,
                 });
             }
+            // kernel > 0 divisible by stride means r = kernel / stride >= 1: the loop ran.
             out.expect("r >= 1")
         } else {
             h.transpose(1, 2)?

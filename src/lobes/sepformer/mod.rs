@@ -54,6 +54,7 @@ impl Sepformer {
         )?;
         // Positional-encoding buffers start as SpeechBrain's sinusoid tables.
         {
+            // Poisoned only if another thread panicked holding it: then panicking is right.
             let data = varmap.data().lock().expect("VarMap lock poisoned");
             for (name, var) in data.iter() {
                 if name.ends_with("pos_enc.pe") {
@@ -161,6 +162,7 @@ impl Loadable for ModuleParams<'_> {
     fn load_from(&mut self, path: &Path) -> Result<(), PretrainedError> {
         let mut ckpt = read_ckpt(path)?;
         {
+            // Poisoned only if another thread panicked holding it: then panicking is right.
             let data = self.varmap.data().lock().expect("VarMap lock poisoned");
             for (name, var) in data.iter() {
                 let Some(key) = name.strip_prefix(&self.prefix) else {

@@ -123,6 +123,7 @@ pub fn load_state_dict(
         .filter(|(k, _)| !ignorable(k))
         .map(|(k, t)| (canonical_key(k), t))
         .collect();
+    // Poisoned only if another thread panicked holding it: then panicking is right.
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let mut report = StateDictReport {
         path: origin.as_ref().to_path_buf(),
@@ -194,6 +195,7 @@ pub fn load_state_dict_file(
 /// The parameters of `varmap` (optionally those under `prefix`, with the prefix removed),
 /// sorted by name.
 pub fn state_dict(varmap: &VarMap, prefix: Option<&str>) -> Vec<(String, Tensor)> {
+    // Poisoned only if another thread panicked holding it: then panicking is right.
     let data = varmap.data().lock().expect("VarMap lock poisoned");
     let mut out: Vec<(String, Tensor)> = data
         .iter()

@@ -159,6 +159,7 @@ impl<'a> Resolver<'a> {
                 format!("`{path}` is a !PLACEHOLDER and must be replaced (pass it in the overrides)"),
             )),
             Some(t) if t.starts_with("!new:") || t.starts_with("!name:") || t.starts_with("!apply:") => {
+                // The guard matched a `!kind:` prefix, so there is a ':'.
                 let (kind, class) = t[1..].split_once(':').expect("checked prefix");
                 let obj = self.object(raw, class, path)?;
                 Ok(match kind {
