@@ -257,3 +257,40 @@ fn what_voxbrain_writes_reads_back_exactly() {
         vec![("layer.weight".to_string(), vec![3, 4])]
     );
 }
+
+#[test]
+fn inspect_reports_a_hostile_checkpoint_instead_of_listing_it_empty() {
+    // The small speaker model with its embedding checkpoint swapped for one calling
+    // `os.system`: `voxbrain inspect` must fail and say why, not list no tensors.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("model");
+    std::fs::create_dir(&src).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speaker/model_small");
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+    }
+    let pkl = Pk::dict_of("w", |p| p.global("os", "system").s("id").op(b"\x85R"));
+    std::fs::write(
+        src.join("embedding_model.ckpt"),
+        torch_zip(&pkl, &[], false),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxbrain"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["inspect", "--source", src.to_str().unwrap()])
+        .args(["--savedir", dir.path().join("s").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains("os.system") && err.contains("embedding_model.ckpt"),
+        "{err}"
+    );
+}

@@ -1,8 +1,7 @@
-//! `.ckpt` reading: torch zip archives and their pickles (the restricted unpickler), with
-//! every tensor's data; also the shape listing `voxbrain inspect` shows.
+//! Fuzz target `ckpt`: see `harness::ckpt`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+#[path = "../harness.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = voxbrain::pretrained::ckpt::read_ckpt_bytes(data, "fuzz.ckpt");
-});
+fuzz_target!(|data: &[u8]| harness::ckpt(data));

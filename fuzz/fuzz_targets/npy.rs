@@ -1,9 +1,7 @@
-//! The `.npy` reader (fixtures and embeddings).
+//! Fuzz target `npy`: see `harness::npy`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-mod common;
+#[path = "../harness.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let p = common::input_file(data, "npy");
-    let _ = voxbrain::npy::read_npy(&p);
-});
+fuzz_target!(|data: &[u8]| harness::npy(data));

@@ -145,7 +145,15 @@ pub fn read_waveform(path: impl AsRef<Path>) -> Result<Waveform> {
         })?;
 
     let n_ch = track.info.channels.max(1);
-    let cap = track.info.num_frames.unwrap_or(0).min(1 << 28) as usize;
+    // Reserve what the header promises, but never more frames than the file has bytes: a
+    // damaged or hostile header must not make a small file allocate gigabytes up front.
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let cap = track
+        .info
+        .num_frames
+        .unwrap_or(0)
+        .min(file_len)
+        .min(1 << 28) as usize;
     let mut channels: Vec<Vec<f32>> = (0..n_ch).map(|_| Vec::with_capacity(cap)).collect();
     let mut planes: Vec<Vec<f32>> = Vec::new();
     let mut skipped_packets = 0usize;

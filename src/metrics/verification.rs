@@ -131,6 +131,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nan_scores_do_not_panic() {
+        // A NaN score (e.g. from a silent file) used to panic the threshold sort.
+        let (e, _) = eer(&[0.8, f32::NAN, 0.9], &[0.1, 0.2]);
+        assert!(e.is_finite());
+        assert!(min_dcf(&[f32::NAN], &[0.1], 1.0, 1.0, 0.01).0.is_finite());
+    }
+
+    #[test]
     fn perfect_separation_has_zero_eer() {
         let (e, t) = eer(&[0.8, 0.9], &[0.1, 0.2]);
         assert_eq!(e, 0.0);

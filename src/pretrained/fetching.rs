@@ -186,7 +186,8 @@ pub fn fetch_as(
                 file: filename.into(),
                 reason: "a savedir is needed to fetch from a URL".into(),
             })?;
-            if !opts.allow_network || hub_offline() {
+            // HF_HUB_OFFLINE is about the hub: SpeechBrain fetches plain URLs regardless.
+            if !opts.allow_network {
                 return Err(FetchError::Offline {
                     repo: source.into(),
                     file: filename.into(),
