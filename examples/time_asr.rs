@@ -68,10 +68,11 @@ fn main() -> anyhow::Result<()> {
     let v: Vec<f32> = enc.flatten_all()?.to_vec1()?;
     voxbrain::npy::write_npy(out.with_extension("npy"), enc.dims(), &v)?;
     let (texts, tokens) = m.transcribe_batch(&wavs, None)?;
-    std::fs::write(
-        out,
+    voxbrain::fsutil::write_atomic(
+        out.as_ref(),
         serde_json::json!({"tokens": tokens[0], "text": texts[0], "enc_shape": enc.dims()})
-            .to_string(),
+            .to_string()
+            .as_bytes(),
     )?;
 
     let (mut te, mut tt) = (Vec::new(), Vec::new());
@@ -129,9 +130,11 @@ fn long(dir: &str, wav_path: &str, rest: &[String]) -> anyhow::Result<()> {
     let (text, tokens) = m.transcribe_signal_with_tokens(&wav)?;
     let wall_s = t.elapsed().as_secs_f64();
     if let Some(out) = out {
-        std::fs::write(
-            out,
-            serde_json::json!({"tokens": tokens, "text": text}).to_string(),
+        voxbrain::fsutil::write_atomic(
+            out.as_ref(),
+            serde_json::json!({"tokens": tokens, "text": text})
+                .to_string()
+                .as_bytes(),
         )?;
     }
     let line = serde_json::json!({

@@ -3,7 +3,7 @@
 # (fuzz/seeds/<target>/) in a working corpus (fuzz/corpus/, not committed), and prints one
 # line per target: executions, executions per second, coverage and whether it crashed.
 # Needs a nightly toolchain (cargo-fuzz is installed if missing) and cmake (SentencePiece).
-# JOBS=2 runs two targets at a time. Crashes land in fuzz/artifacts/<target>/; each becomes
+# JOBS=2 runs two targets at a time; TARGETS="npy ckpt" runs only those. Crashes land in fuzz/artifacts/<target>/; each becomes
 # a regression input under tests/fixtures/fuzz/<target>/, which `cargo test` replays.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,7 +32,7 @@ run_one() {
 }
 status=0
 pids=()
-for t in $(cargo +nightly fuzz list); do
+for t in ${TARGETS:-$(cargo +nightly fuzz list)}; do
   run_one "$t" &
   pids+=($!)
   if [ ${#pids[@]} -ge "$JOBS" ]; then

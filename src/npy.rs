@@ -45,12 +45,41 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray, NpyError> {
         source,
     };
     let bytes = std::fs::read(path).map_err(io)?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(io)?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fmt = |reason: String| NpyError::Format {
         path: path.to_path_buf(),
         reason,
     };
+    // npyz allocates the header length the file declares before reading it: check it
+    // against the file first, so 136 bytes cannot ask for 2 GB.
+    let header_end = match bytes.get(..12) {
+        Some(b) if &b[..6] == b"\x93NUMPY" && b[6] == 1 => {
+            10 + u16::from_le_bytes([b[8], b[9]]) as usize
+        }
+        Some(b) if &b[..6] == b"\x93NUMPY" => {
+            12 + u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize
+        }
+        _ => return Err(fmt("not a .npy file (no \\x93NUMPY magic)".into())),
+    };
+    if header_end > bytes.len() {
+        return Err(fmt(format!(
+            "the header declares {header_end} bytes but the file has {}",
+            bytes.len()
+        )));
+    }
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(io)?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    // Likewise the data: the shape must fit in what the file holds.
+    let item = npy.dtype().num_bytes().unwrap_or(1).max(1);
+    let need = shape
+        .iter()
+        .try_fold(item, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| fmt(format!("shape {shape:?} overflows")))?;
+    if need > bytes.len() - header_end {
+        return Err(fmt(format!(
+            "shape {shape:?} needs {need} bytes of data but the file holds {}",
+            bytes.len() - header_end
+        )));
+    }
     let dtype = npy.dtype();
     let descr = dtype.descr();
     let data: Vec<f32> = match descr.trim_matches('\'') {

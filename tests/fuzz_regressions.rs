@@ -45,3 +45,28 @@ fn fuzz_inputs_replay_without_panics() {
         assert!(n > 0, "no inputs found for {t}");
     }
 }
+
+/// The crashes fuzzing found, each now a specific error (a panic, an out-of-memory and an
+/// out-of-bounds read in the C++ SentencePiece library, in that order).
+#[test]
+fn the_crashes_fuzzing_found_are_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let one = |target: &str| {
+        let d = dir.join(target);
+        let p = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap().path();
+        (std::fs::read(&p).unwrap(), p)
+    };
+    // `!ref` arithmetic next to a multi-byte character sliced a string mid-character.
+    let (yaml, _) = one("hparams");
+    let text = String::from_utf8_lossy(&yaml).into_owned();
+    let (y, o) = text.split_once('\0').map_or((text.as_str(), None), |(y, o)| (y, Some(o)));
+    let _ = voxbrain::pretrained::hparams::Hparams::from_str(y, "fuzz.yaml", o);
+    // A 136-byte .npy declaring a 2 GB header.
+    let (_, p) = one("npy");
+    let e = voxbrain::npy::read_npy(&p).unwrap_err().to_string();
+    assert!(e.contains("header declares"), "{e}");
+    // A tokenizer whose normalization trie points outside itself.
+    let (model, _) = one("sentencepiece");
+    let e = voxbrain::tokenizers::SentencePiece::from_bytes(&model, "bad.model").unwrap_err();
+    assert!(e.to_string().contains("normalization map"), "{e}");
+}

@@ -85,6 +85,12 @@ impl SentencePiece {
                 message: "empty file".into(),
             });
         }
+        // The C++ library trusts the model's normalization map; a damaged one must be an
+        // error here, not a crash inside it.
+        super::charsmap::check_model(bytes).map_err(|message| TokenizerError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
         let inner =
             ::sentencepiece::SentencePieceProcessor::from_serialized_proto(bytes).map_err(|e| {
                 TokenizerError::Invalid {

@@ -492,10 +492,11 @@ fn tokenize(s: &str) -> Option<Vec<Tok>> {
                 Value::Int(lit.parse().ok()?)
             }));
         } else {
-            let two = if i + 1 < b.len() { &s[i..i + 2] } else { "" };
+            // Bytes, not `&s[i..i + 2]`: the next character may be multi-byte UTF-8.
+            let two = b.get(i..i + 2).unwrap_or(b"");
             let (tok, len) = match (two, c) {
-                ("**", _) => (Tok::Op("**"), 2),
-                ("//", _) => (Tok::Op("//"), 2),
+                (b"**", _) => (Tok::Op("**"), 2),
+                (b"//", _) => (Tok::Op("//"), 2),
                 (_, b'+') => (Tok::Op("+"), 1),
                 (_, b'-') => (Tok::Op("-"), 1),
                 (_, b'*') => (Tok::Op("*"), 1),
