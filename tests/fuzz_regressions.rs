@@ -53,13 +53,20 @@ fn the_crashes_fuzzing_found_are_errors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
     let one = |target: &str| {
         let d = dir.join(target);
-        let p = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap().path();
+        let p = std::fs::read_dir(&d)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         (std::fs::read(&p).unwrap(), p)
     };
     // `!ref` arithmetic next to a multi-byte character sliced a string mid-character.
     let (yaml, _) = one("hparams");
     let text = String::from_utf8_lossy(&yaml).into_owned();
-    let (y, o) = text.split_once('\0').map_or((text.as_str(), None), |(y, o)| (y, Some(o)));
+    let (y, o) = text
+        .split_once('\0')
+        .map_or((text.as_str(), None), |(y, o)| (y, Some(o)));
     let _ = voxbrain::pretrained::hparams::Hparams::from_str(y, "fuzz.yaml", o);
     // A 136-byte .npy declaring a 2 GB header.
     let (_, p) = one("npy");

@@ -47,6 +47,9 @@ pub(crate) fn apply_overrides(
 }
 
 /// Resolves every top-level key of `tree`.
+/// Rounds of `<key>` interpolation one `!ref` may take (real files need one or two).
+const MAX_REF_ROUNDS: usize = 16;
+
 pub(crate) struct Resolver<'a> {
     tree: &'a Raw,
     origin: &'a str,
@@ -257,6 +260,20 @@ impl<'a> Resolver<'a> {
         line: usize,
         copy: bool,
     ) -> Result<Value, HparamsError> {
+        self.reference_round(expr, path, line, copy, 0)
+    }
+
+    /// One round of interpolation; a result that still holds `<key>` goes round again, at
+    /// most [`MAX_REF_ROUNDS`] times (a string value holding its own reference would
+    /// otherwise grow forever: found by fuzzing).
+    fn reference_round(
+        &mut self,
+        expr: &str,
+        path: &str,
+        line: usize,
+        copy: bool,
+        round: usize,
+    ) -> Result<Value, HparamsError> {
         let refs = find_refs(expr);
         if refs.is_empty() {
             return Ok(Value::Str(expr.to_string()));
@@ -274,7 +291,14 @@ impl<'a> Resolver<'a> {
         }
         out.push_str(&expr[last..]);
         if !find_refs(&out).is_empty() {
-            return self.reference(&out, path, line, copy);
+            if round >= MAX_REF_ROUNDS {
+                return Err(self.err(
+                    path,
+                    line,
+                    format!("references still unresolved after {MAX_REF_ROUNDS} rounds of interpolation (a value that refers to itself?): {expr}"),
+                ));
+            }
+            return self.reference_round(&out, path, line, copy, round + 1);
         }
         eval_arithmetic(&out).map_err(|m| self.err(path, line, m))
     }

@@ -130,6 +130,11 @@ fn errors_name_the_file_key_and_problem() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("PLACEHOLDER"), "{e}");
+    // A string value holding its own reference used to recurse until the stack overflowed.
+    let e = Hparams::from_str("n: x <n> * 2\nb: !ref <n>)\n", "r.yaml", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("r.yaml") && e.contains("rounds"), "{e}");
     let e = Hparams::from_str("a: [1, 2\n", "s.yaml", None)
         .unwrap_err()
         .to_string();
