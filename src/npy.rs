@@ -51,19 +51,43 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray, NpyError> {
     };
     // npyz allocates the header length the file declares before reading it: check it
     // against the file first, so 136 bytes cannot ask for 2 GB.
-    let header_end = match bytes.get(..12) {
+    let (header_start, header_end) = match bytes.get(..12) {
         Some(b) if &b[..6] == b"\x93NUMPY" && b[6] == 1 => {
-            10 + u16::from_le_bytes([b[8], b[9]]) as usize
+            (10, 10 + u16::from_le_bytes([b[8], b[9]]) as usize)
         }
-        Some(b) if &b[..6] == b"\x93NUMPY" => {
-            12 + u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize
-        }
+        Some(b) if &b[..6] == b"\x93NUMPY" => (
+            12,
+            12 + u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize,
+        ),
         _ => return Err(fmt("not a .npy file (no \\x93NUMPY magic)".into())),
     };
     if header_end > bytes.len() {
         return Err(fmt(format!(
             "the header declares {header_end} bytes but the file has {}",
             bytes.len()
+        )));
+    }
+    // npyz parses the header with a backtracking parser that takes exponential time on
+    // nested brackets (a 150-byte file ran for minutes: found by fuzzing). Real headers are
+    // one flat dict with a shape tuple: a few hundred bytes, brackets two deep.
+    let header = &bytes[header_start..header_end];
+    let mut depth = 0usize;
+    for &c in header {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > 3 {
+            return Err(fmt(
+                "header nests brackets deeper than a .npy header does".into()
+            ));
+        }
+    }
+    if header.len() > 16 << 10 {
+        return Err(fmt(format!(
+            "header of {} bytes (real ones are < 1 KB)",
+            header.len()
         )));
     }
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(io)?;

@@ -68,10 +68,22 @@ fn the_crashes_fuzzing_found_are_errors() {
         .split_once('\0')
         .map_or((text.as_str(), None), |(y, o)| (y, Some(o)));
     let _ = voxbrain::pretrained::hparams::Hparams::from_str(y, "fuzz.yaml", o);
-    // A 136-byte .npy declaring a 2 GB header.
-    let (_, p) = one("npy");
-    let e = voxbrain::npy::read_npy(&p).unwrap_err().to_string();
+    // A 136-byte .npy declaring a 2 GB header, and one whose nested brackets sent the
+    // header parser into exponential backtracking.
+    let npy_dir = dir.join("npy");
+    let e = voxbrain::npy::read_npy(npy_dir.join("oom-791e51144ba86b0762cc870e47c6dd20d15d86ef"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("header declares"), "{e}");
+    let t = std::time::Instant::now();
+    let e =
+        voxbrain::npy::read_npy(npy_dir.join("timeout-78a9f4a770319962f2cb96cb546e7df3c2b39cc5"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("nests brackets") && t.elapsed().as_secs() < 5,
+        "{e}"
+    );
     // A tokenizer whose normalization trie points outside itself.
     let (model, _) = one("sentencepiece");
     let e = voxbrain::tokenizers::SentencePiece::from_bytes(&model, "bad.model").unwrap_err();
