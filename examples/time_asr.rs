@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     voxbrain::npy::write_npy(out.with_extension("npy"), enc.dims(), &v)?;
     let (texts, tokens) = m.transcribe_batch(&wavs, None)?;
     voxbrain::fsutil::write_atomic(
-        out.as_ref(),
+        out,
         serde_json::json!({"tokens": tokens[0], "text": texts[0], "enc_shape": enc.dims()})
             .to_string()
             .as_bytes(),

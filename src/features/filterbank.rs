@@ -253,7 +253,7 @@ impl Filterbank {
     /// Mel energies of a power spectrogram `[frames][n_stft]` (row-major) of one utterance:
     /// returns `[frames][n_mels]`, in dB with the top_db floor when `log_mel` is set.
     pub fn forward(&self, power: &[f32]) -> Result<Vec<f32>> {
-        if power.len() % self.n_stft != 0 {
+        if !power.len().is_multiple_of(self.n_stft) {
             return Err(FeatureError::Shape(format!(
                 "spectrogram has {} values, not a multiple of {} bins",
                 power.len(),

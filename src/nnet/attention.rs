@@ -34,7 +34,7 @@ impl MultiheadAttention {
 
     /// Builds the layer; `vb` is the SpeechBrain module's path (e.g. `...layers.0.self_att`).
     pub fn new(nhead: usize, d_model: usize, dropout: f32, vb: VarBuilder) -> Result<Self> {
-        if nhead == 0 || d_model % nhead != 0 {
+        if nhead == 0 || !d_model.is_multiple_of(nhead) {
             candle_core::bail!(
                 "MultiheadAttention: d_model {d_model} not divisible by nhead {nhead}"
             );

@@ -388,7 +388,7 @@ impl Conv2d {
         kernel: (usize, usize),
         vb: VarBuilder,
     ) -> Result<Self> {
-        if kernel.0 % 2 == 0 || kernel.1 % 2 == 0 {
+        if kernel.0.is_multiple_of(2) || kernel.1.is_multiple_of(2) {
             candle_core::bail!("Conv2d: \"same\" padding needs odd kernel sizes, got {kernel:?}");
         }
         let vb = vb.pp("conv");

@@ -129,7 +129,7 @@ pub const PE_MAX_LEN: usize = 2500;
 impl PositionalEncoding {
     /// Registers the `pe` buffer under `vb` (initialised with the sinusoid table).
     pub fn new(d_model: usize, vb: VarBuilder) -> Result<Self> {
-        if d_model % 2 != 0 {
+        if !d_model.is_multiple_of(2) {
             candle_core::bail!("PositionalEncoding: odd channels ({d_model})");
         }
         let pe = vb.get_with_hints((1, PE_MAX_LEN, d_model), "pe", candle_nn::Init::Const(0.0))?;

@@ -88,7 +88,7 @@ fn check_charsmap(blob: &[u8]) -> Result<(), String> {
         return bad("shorter than its header");
     };
     let trie_size = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if trie_size % 4 != 0 || trie_size < 4 || trie_size > blob.len() - 4 {
+    if !trie_size.is_multiple_of(4) || trie_size < 4 || trie_size > blob.len() - 4 {
         return bad("its trie size does not fit the map");
     }
     let units: Vec<u32> = blob[4..4 + trie_size]

@@ -148,7 +148,7 @@ fn transformer(r: &Reader<'_>, name: &str) -> Result<(TransformerConfig, bool), 
         activation,
         normalize_before: t.bool("norm_before", false)?,
     };
-    if cfg.nhead == 0 || cfg.d_model % cfg.nhead != 0 {
+    if cfg.nhead == 0 || !cfg.d_model.is_multiple_of(cfg.nhead) {
         return Err(t.err(format!(
             "d_model {} is not divisible by nhead {}",
             cfg.d_model, cfg.nhead

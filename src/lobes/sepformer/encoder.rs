@@ -64,7 +64,7 @@ impl Encoder {
             );
         }
         let l = self.num_frames(t);
-        let y = if self.kernel % self.stride == 0 {
+        let y = if self.kernel.is_multiple_of(self.stride) {
             // Frames as `kernel / stride` shifted reshapes of the signal, then one GEMM.
             let r = self.kernel / self.stride;
             let parts = (0..r)
@@ -122,7 +122,7 @@ impl Decoder {
     pub fn forward(&self, h: &Tensor, train: bool) -> Result<Tensor> {
         let (b, l, _) = h.dims3()?;
         let weight = param(&self.weight, train);
-        let y = if self.kernel % self.stride == 0 {
+        let y = if self.kernel.is_multiple_of(self.stride) {
             // One GEMM to per-frame kernels, then overlap-add of `kernel / stride` shifted parts.
             let r = self.kernel / self.stride;
             let w = weight.reshape((self.in_channels, self.kernel))?;

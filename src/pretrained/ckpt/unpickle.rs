@@ -269,7 +269,7 @@ impl<'a> Unpickler<'a> {
         self.push(v)
     }
     fn set_items(&mut self, pairs: Vec<Value>) -> Result<(), String> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(format!("odd number of dict items at byte {}", self.pos));
         }
         self.check_depth(&pairs)?;
