@@ -165,7 +165,8 @@ impl TorchArchive<BufReader<std::fs::File>> {
         if n < 2 || &magic != b"PK" {
             return Ok(None);
         }
-        let file = std::fs::File::open(path).map_err(open_err)?;
+        // The same handle, back at the start: no second open of the file.
+        std::io::Seek::rewind(&mut file).map_err(open_err)?;
         Self::new(path, BufReader::new(file)).map(Some)
     }
 }
