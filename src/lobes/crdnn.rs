@@ -197,6 +197,21 @@ pub struct Crdnn {
     cfg: CrdnnConfig,
 }
 
+/// `act(norm(x))`; in training on the CPU a LayerNorm followed by LeakyReLU runs as one op
+/// (`nnet::train_ops::layer_norm_act`), which keeps one full-size tensor fewer for the backward.
+fn norm_act(norm: &LayerNorm, act: Activation, x: &Tensor, train: bool) -> Result<Tensor> {
+    if train && act == Activation::LeakyRelu && norm.fits_train_cpu(x) {
+        return crate::nnet::train_ops::layer_norm_act(
+            x,
+            &norm.weight,
+            &norm.bias,
+            norm.eps,
+            Some(0.01),
+        );
+    }
+    act.forward(&norm.forward_t(x, train)?)
+}
+
 impl Crdnn {
     /// Builds the encoder; `vb` is its module path (`0` in `asr.ckpt`).
     pub fn new(cfg: &CrdnnConfig, vb: VarBuilder) -> Result<Self> {
@@ -285,8 +300,8 @@ impl Crdnn {
         };
         let mut x = x.clone();
         for b in &self.cnn {
-            x = act.forward(&b.norm_1.forward_t(&b.conv_1.forward(&x, train)?, train)?)?;
-            x = act.forward(&b.norm_2.forward_t(&b.conv_2.forward(&x, train)?, train)?)?;
+            x = norm_act(&b.norm_1, act, &b.conv_1.forward(&x, train)?, train)?;
+            x = norm_act(&b.norm_2, act, &b.conv_2.forward(&x, train)?, train)?;
             x = max_pool_axis(&x, 2, b.pool)?;
             // SpeechBrain's Dropout2d drops whole channels; elementwise dropout is used here
             // (identical in eval mode, the only mode that parity covers).

@@ -417,11 +417,11 @@ impl Conv2d {
                 block_rows: (1 << 23)
                     / (x.dim(2)? * self.weight.elem_count() / self.weight.dim(0)?).max(1),
             };
-            let y = x.contiguous()?.apply_op2(&self.weight, op)?;
-            return match &self.bias {
-                Some(b) => y.broadcast_add(b),
-                None => Ok(y),
+            let bias = match &self.bias {
+                Some(b) => b.clone(),
+                None => Tensor::zeros(self.weight.dim(0)?, DType::F32, x.device())?,
             };
+            return x.contiguous()?.apply_op3(&self.weight, &bias, op);
         }
         if train {
             return self.forward_train(&x);
@@ -565,22 +565,25 @@ mod tests {
                 .collect()
         };
         let want_y = conv.forward_train(x.as_tensor())?;
-        let op = super::super::conv_train::Conv2dSame { block_rows: 3 };
-        let got_y = x
-            .as_tensor()
-            .apply_op2(&conv.weight, op)?
-            .broadcast_add(conv.bias.as_ref().unwrap())?;
-        let (a, b) = (
-            want_y.flatten_all()?.to_vec1::<f32>()?,
-            got_y.flatten_all()?.to_vec1::<f32>()?,
-        );
-        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5));
-        for (ga, gb) in grads(want_y)?.iter().zip(grads(got_y)?) {
-            for (p, q) in ga.iter().zip(&gb) {
-                assert!(
-                    (p - q).abs() < 1e-4 * (1.0 + p.abs()),
-                    "gradient {q} vs {p}"
-                );
+        // Blocks of 3 frames (col2im chunks of one frame, every window reaching into a
+        // neighbour's frames) and one block of all 10 (chunks of several frames).
+        for block_rows in [3, 1000] {
+            let op = super::super::conv_train::Conv2dSame { block_rows };
+            let got_y = x
+                .as_tensor()
+                .apply_op3(&conv.weight, conv.bias.as_ref().unwrap(), op)?;
+            let (a, b) = (
+                want_y.flatten_all()?.to_vec1::<f32>()?,
+                got_y.flatten_all()?.to_vec1::<f32>()?,
+            );
+            assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5));
+            for (ga, gb) in grads(want_y.clone())?.iter().zip(grads(got_y)?) {
+                for (p, q) in ga.iter().zip(&gb) {
+                    assert!(
+                        (p - q).abs() < 1e-4 * (1.0 + p.abs()),
+                        "block {block_rows}: gradient {q} vs {p}"
+                    );
+                }
             }
         }
         Ok(())

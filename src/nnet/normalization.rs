@@ -80,11 +80,21 @@ impl LayerNorm {
         y.reshape(dims)
     }
 
+    /// Whether training on `x` can take the host op (CPU f32, trailing dims equal to the
+    /// normalized shape).
+    pub(crate) fn fits_train_cpu(&self, x: &Tensor) -> bool {
+        let dims = x.dims();
+        let nd = self.norm_dims;
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && dims.len() >= nd
+            && dims[dims.len() - nd..] == *self.weight.dims()
+    }
+
     fn forward_autograd(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let nd = self.norm_dims;
-        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
-        if cpu_f32 && dims.len() >= nd && dims[dims.len() - nd..] == *self.weight.dims() {
+        if self.fits_train_cpu(x) {
             return super::train_ops::layer_norm(x, &self.weight, &self.bias, self.eps);
         }
         if dims.len() < nd || dims[dims.len() - nd..] != *self.weight.dims() {

@@ -84,41 +84,50 @@ impl LstmCell {
     }
 }
 
-impl LstmCell {
-    /// Training from a zero state on the CPU: the input projection as a candle matmul, the
-    /// recurrence (and its backward pass) as [`super::rnn_train::LstmSeq`]. Returns the
-    /// outputs `[B, T, H]` and the final `(h, c)` (`c` without gradient).
-    fn run_train_cpu(&self, x: &Tensor, reverse: bool) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let hidden = self.w_hh.dim(1)?;
-        if t == 0 {
-            let z = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
-            return Ok((
-                Tensor::zeros((b, 0, hidden), x.dtype(), x.device())?,
-                z.clone(),
-                z,
-            ));
-        }
-        let bias = match &self.bias {
+/// One layer's directions trained from a zero state on the CPU: the input projections as
+/// candle matmuls, the recurrence (and its backward pass) as one
+/// [`super::rnn_train::LstmLayerSeq`] op over every direction. Returns the layer's output
+/// `[B, T, D*H]` and each direction's final `(h, c)` (`c` without gradient).
+fn layer_train_cpu(cells: &[LstmCell], x: &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    let (b, t, _) = x.dims3()?;
+    let d = cells.len();
+    let hidden = cells[0].w_hh.dim(1)?;
+    if t == 0 {
+        let z = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
+        let y = Tensor::zeros((b, 0, d * hidden), x.dtype(), x.device())?;
+        return Ok((y, vec![(z.clone(), z); d]));
+    }
+    let mut xws = Vec::with_capacity(d);
+    let mut whh = Vec::with_capacity(d);
+    for cell in cells {
+        let bias = match &cell.bias {
             Some((bi, bh)) => Some((bi + bh)?),
             None => None,
         };
-        let xw = linear(x, &self.w_ih, bias.as_ref())?.contiguous()?;
-        let c_last = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let op = super::rnn_train::LstmSeq {
-            reverse,
-            c_last: c_last.clone(),
-        };
-        let y = xw.apply_op2(&self.w_hh, op)?;
-        let last = if reverse { 0 } else { t - 1 };
-        let h = y.narrow(1, last, 1)?.squeeze(1)?;
-        let c = c_last
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("lstm-seq: poisoned state".into()))?
-            .take()
-            .unwrap_or_else(|| vec![0f32; b * hidden]);
-        Ok((y, h, Tensor::from_vec(c, (b, hidden), x.device())?))
+        xws.push(linear(x, &cell.w_ih, bias.as_ref())?);
+        whh.push(cell.w_hh.clone());
     }
+    let xw = Tensor::cat(&xws, D::Minus1)?.contiguous()?;
+    let w = Tensor::stack(&whh, 0)?.contiguous()?;
+    let op = super::rnn_train::LstmLayerSeq::default();
+    let c_last = op.c_last.clone();
+    let y = xw.apply_op2(&w, op)?;
+    let c = c_last
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("lstm-layer: poisoned state".into()))?
+        .take()
+        .unwrap_or_else(|| vec![0f32; d * b * hidden]);
+    let c = Tensor::from_vec(c, (d, b, hidden), x.device())?;
+    let mut states = Vec::with_capacity(d);
+    for dir in 0..d {
+        let last = if dir == 1 { 0 } else { t - 1 };
+        let h = y
+            .narrow(1, last, 1)?
+            .squeeze(1)?
+            .narrow(1, dir * hidden, hidden)?;
+        states.push((h, c.get(dir)?));
+    }
+    Ok((y, states))
 }
 
 /// PyTorch's LSTM update `c = σ(f) c0 + σ(i) tanh(g)`, `h = σ(o) tanh(c)` from the gates
@@ -277,12 +286,18 @@ impl Lstm {
                         .collect::<Result<Vec<_>>>()?
                 }
             } else if train && hx.is_none() && x.device().is_cpu() && x.dtype() == DType::F32 {
-                // Training on the CPU: each direction as one recurrence op (rnn_train.rs).
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(d, cell)| cell.run_train_cpu(&x, d == 1))
-                    .collect::<Result<Vec<_>>>()?
+                // Training on the CPU: the layer's recurrence as one op (rnn_train.rs), whose
+                // output already holds the directions side by side.
+                let (y, states) = layer_train_cpu(cells, &x)?;
+                for (h, c) in states {
+                    hs.push(h);
+                    cs.push(c);
+                }
+                x = y;
+                if l + 1 < n_layers {
+                    x = self.dropout.forward(&x, train)?;
+                }
+                continue;
             } else {
                 let mut r = Vec::with_capacity(cells.len());
                 for (d, cell) in cells.iter().enumerate() {
@@ -427,51 +442,76 @@ mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
 
-    /// The training recurrence op (rnn_train.rs) gives candle autograd's outputs and
-    /// gradients (weights, biases and input), in both directions.
+    /// The training recurrence op (rnn_train.rs) gives candle autograd's outputs, final states
+    /// and gradients (input, weights, biases), one direction and both, for batch sizes and
+    /// hidden sizes that leave ragged vector tails.
     #[test]
     fn training_op_equals_candle_autograd() -> Result<()> {
         let dev = Device::Cpu;
-        for reverse in [false, true] {
+        for (dirs, b, t, i, h) in [
+            (1, 3, 7, 5, 4),
+            (2, 3, 7, 5, 4),
+            (2, 8, 5, 6, 19),
+            (1, 2, 1, 3, 5),
+        ] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-            let cell = LstmCell::new(5, 4, true, "_l0", &vb)?;
-            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?)?;
-            let r = Tensor::randn(0f32, 1.0, (3, 7, 4), &dev)?;
-            let rh = Tensor::randn(0f32, 1.0, (3, 4), &dev)?;
-            let z = Tensor::zeros((3, 4), DType::F32, &dev)?;
-            let grads = |(y, h, _c): (Tensor, Tensor, Tensor)| -> Result<Vec<Vec<f32>>> {
-                let loss = ((y * &r)?.sum_all()? + (h * &rh)?.sum_all()?)?;
+            let cells = (0..dirs)
+                .map(|d| LstmCell::new(i, h, true, if d == 0 { "_l0" } else { "_l0_reverse" }, &vb))
+                .collect::<Result<Vec<_>>>()?;
+            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, i), &dev)?)?;
+            let r = Tensor::randn(0f32, 1.0, (b, t, dirs * h), &dev)?;
+            let rh = Tensor::randn(0f32, 1.0, (dirs, b, h), &dev)?;
+            let z = Tensor::zeros((b, h), DType::F32, &dev)?;
+            // Reference: candle ops step by step, directions side by side.
+            let mut ys = vec![];
+            let mut fin = vec![];
+            for (d, cell) in cells.iter().enumerate() {
+                let (y, hn, cn) = cell.run(x.as_tensor(), z.clone(), z.clone(), d == 1, true)?;
+                ys.push(y);
+                fin.push((hn, cn));
+            }
+            let ya = Tensor::cat(&ys, D::Minus1)?;
+            let (yb, finb) = layer_train_cpu(&cells, x.as_tensor())?;
+            let grads = |y: &Tensor, fin: &[(Tensor, Tensor)]| -> Result<Vec<Vec<f32>>> {
+                let mut loss = (y * &r)?.sum_all()?;
+                for (d, (hn, _)) in fin.iter().enumerate() {
+                    loss = (loss + (hn * rh.get(d)?)?.sum_all()?)?;
+                }
                 let g = loss.backward()?;
-                let mut out = vec![];
-                for t in [
-                    x.as_tensor(),
-                    &cell.w_ih,
-                    &cell.w_hh,
-                    &cell.bias.as_ref().unwrap().0,
-                ] {
-                    out.push(g.get(t).unwrap().flatten_all()?.to_vec1::<f32>()?);
+                let mut out = vec![g
+                    .get(x.as_tensor())
+                    .unwrap()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?];
+                for cell in &cells {
+                    for p in [&cell.w_ih, &cell.w_hh, &cell.bias.as_ref().unwrap().0] {
+                        out.push(g.get(p).unwrap().flatten_all()?.to_vec1::<f32>()?);
+                    }
                 }
                 Ok(out)
             };
-            let a = cell.run(x.as_tensor(), z.clone(), z.clone(), reverse, true)?;
-            let b = cell.run_train_cpu(x.as_tensor(), reverse)?;
-            let (ya, yb) = (
-                a.0.flatten_all()?.to_vec1::<f32>()?,
-                b.0.flatten_all()?.to_vec1::<f32>()?,
-            );
-            let (ca, cb) = (
-                a.2.flatten_all()?.to_vec1::<f32>()?,
-                b.2.flatten_all()?.to_vec1::<f32>()?,
-            );
-            for (p, q) in ya.iter().zip(&yb).chain(ca.iter().zip(&cb)) {
-                assert!((p - q).abs() < 1e-5, "outputs differ: {p} vs {q}");
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let mut pairs = vec![(flat(&ya)?, flat(&yb)?)];
+            for ((ha, ca), (hb, cb)) in fin.iter().zip(&finb) {
+                pairs.push((flat(ha)?, flat(hb)?));
+                pairs.push((flat(ca)?, flat(cb)?));
             }
-            for (ga, gb) in grads(a)?.iter().zip(grads(b)?) {
+            for (pa, pb) in &pairs {
+                assert_eq!(pa.len(), pb.len());
+                for (p, q) in pa.iter().zip(pb) {
+                    assert!(
+                        (p - q).abs() < 1e-5,
+                        "dirs {dirs}: outputs differ: {p} vs {q}"
+                    );
+                }
+            }
+            for (ga, gb) in grads(&ya, &fin)?.iter().zip(grads(&yb, &finb)?) {
+                assert_eq!(ga.len(), gb.len());
                 for (p, q) in ga.iter().zip(&gb) {
                     assert!(
                         (p - q).abs() < 1e-4,
-                        "reverse={reverse}: gradient {p} vs {q}"
+                        "dirs {dirs} b {b} h {h}: gradient {p} vs {q}"
                     );
                 }
             }

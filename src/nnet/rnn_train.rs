@@ -1,4 +1,5 @@
-//! One LSTM direction over a whole sequence as a single autograd op, for training on the CPU.
+//! One LSTM layer (one or both directions) over a whole sequence as a single autograd op, for
+//! training on the CPU.
 //!
 //! Step-by-step candle ops make backpropagation through time quadratic in the sequence length
 //! (each step's `narrow` of the input projection gets a full-size zero-padded gradient) and
@@ -6,81 +7,286 @@
 //! host and, in its backward pass, computes every step's gate gradients first, then the
 //! recurrent weight gradient as one matrix product over all steps (as torch does). The input
 //! projection stays a candle matmul outside, so its gradients come from candle.
+//!
+//! Layout: the per-step products are feature-major (`W [4H, H] x h^T [H, B]`), the layout in
+//! which the `gemm` crate runs near peak for a small batch (row-major `[B, 4H]` results made it
+//! re-pack the weight every step, at a third of the speed). The forward pass keeps its
+//! activations (a few MB per direction) for the backward pass instead of running again, and the
+//! two directions of a bidirectional layer run side by side, one thread each.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul_into, storage_f32, View};
+use super::gemm::{matmul_into_with, storage_f32, View};
+use crate::fastmath::{self, simd_dispatch};
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// The recurrence of one direction: `xw` `[B, T, 4H]` (input projection plus both biases,
-/// gates in PyTorch's order i, f, g, o), `w_hh` `[4H, H]`, zero initial state.
-pub(crate) struct LstmSeq {
-    pub(crate) reverse: bool,
-    /// The final cell state `[B, H]`, set by the forward pass.
+/// The recurrence of one layer: `xw` `[B, T, D*4H]` (for each direction `d` its input
+/// projection plus both biases in columns `d*4H..(d+1)*4H`, gates in PyTorch's order
+/// i, f, g, o) and `w_hh` `[D, 4H, H]`, from a zero state; the output is `[B, T, D*H]` (the
+/// directions side by side, as `torch.nn.LSTM` returns them). Direction 1 runs backwards in
+/// time.
+#[derive(Default)]
+pub(crate) struct LstmLayerSeq {
+    /// Each direction's final cell state, `[D, B, H]`, set by the forward pass.
     pub(crate) c_last: Arc<Mutex<Option<Vec<f32>>>>,
+    /// The forward pass's activations, taken by the backward pass.
+    trace: Arc<Mutex<Option<Vec<Trace>>>>,
 }
 
-/// Activations of a forward pass: per step (in time order) the gates after their
-/// nonlinearities `[B, 4H]`, the cell `[B, H]` and the hidden state `[B, H]`.
+/// Activations of one direction, step-major (`[T, rows, B]`, indexed by time, not by the
+/// order of processing): the gates after their nonlinearities (`rows = 4H`), the cell and
+/// the hidden state (`rows = H`).
 struct Trace {
     gates: Vec<f32>,
     cells: Vec<f32>,
     hidden: Vec<f32>,
 }
 
-impl LstmSeq {
-    fn run(&self, xw: &[f32], w: &[f32], (b, t, h): (usize, usize, usize)) -> Result<Trace> {
-        let g4 = 4 * h;
-        let mut tr = Trace {
-            gates: vec![0f32; b * t * g4],
-            cells: vec![0f32; b * t * h],
-            hidden: vec![0f32; b * t * h],
-        };
-        let mut pre = vec![0f32; b * g4];
-        let (mut h_prev, mut c_prev) = (vec![0f32; b * h], vec![0f32; b * h]);
-        for s in 0..t {
-            let step = if self.reverse { t - 1 - s } else { s };
-            for bi in 0..b {
-                let src = &xw[(bi * t + step) * g4..(bi * t + step + 1) * g4];
-                pre[bi * g4..(bi + 1) * g4].copy_from_slice(src);
-            }
-            if s > 0 {
-                // pre += h_prev @ w^T
-                let hv = View::rows(&h_prev, b, h, h);
-                matmul_into(&mut pre, g4, hv, View::rows(w, g4, h, h).t(), true)?;
-            }
-            let base = step * b;
-            for bi in 0..b {
-                let p = &pre[bi * g4..(bi + 1) * g4];
-                let gate = &mut tr.gates[(base + bi) * g4..(base + bi + 1) * g4];
-                for j in 0..h {
-                    let (i, f) = (sigmoid(p[j]), sigmoid(p[h + j]));
-                    let (g, o) = (p[2 * h + j].tanh(), sigmoid(p[3 * h + j]));
-                    let c = f * c_prev[bi * h + j] + i * g;
-                    let hn = o * c.tanh();
-                    gate[j] = i;
-                    gate[h + j] = f;
-                    gate[2 * h + j] = g;
-                    gate[3 * h + j] = o;
-                    tr.cells[(base + bi) * h + j] = c;
-                    tr.hidden[(base + bi) * h + j] = hn;
-                }
-            }
-            h_prev.copy_from_slice(&tr.hidden[base * h..(base + b) * h]);
-            c_prev.copy_from_slice(&tr.cells[base * h..(base + b) * h]);
+/// Sizes: batch, time, hidden, directions.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    h: usize,
+    d: usize,
+}
+
+impl Dims {
+    /// The time index of the `s`-th step processed by direction `dir`.
+    fn time(&self, dir: usize, s: usize) -> usize {
+        if dir == 1 {
+            self.t - 1 - s
+        } else {
+            s
         }
-        Ok(tr)
     }
 }
 
-impl CustomOp2 for LstmSeq {
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("lstm-layer: poisoned state".into()))
+}
+
+/// Runs `f` for each direction: side by side on one thread each when there are two (each
+/// step's product is too small to split well), else on all threads.
+fn per_direction<R: Send>(
+    d: usize,
+    f: impl Fn(usize, usize) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    if d == 2 && candle_core::utils::get_num_threads() > 1 {
+        let (a, b) = rayon::join(|| f(0, 1), || f(1, 1));
+        Ok(vec![a?, b?])
+    } else {
+        let threads = candle_core::utils::get_num_threads();
+        (0..d).map(|dir| f(dir, threads)).collect()
+    }
+}
+
+simd_dispatch!(fn lstm_forward_rows(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32],
+    h: &mut [f32]) => lstm_forward_rows_generic);
+
+/// The LSTM update of one step on feature-major pre-activations `g` (`4n` values, gate `k` in
+/// `k*n..(k+1)*n`); `g` becomes the activations, `c`, `h` the new state.
+#[inline(always)]
+fn lstm_forward_rows_generic(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
+    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let n = c.len();
+    let h = &mut h[..n];
+    let (gi, rest) = g.split_at_mut(n);
+    let (gf, rest) = rest.split_at_mut(n);
+    let (gg, go) = rest.split_at_mut(n);
+    let go = &mut go[..n];
+    for j in 0..n {
+        let (i, f) = (sig(gi[j]), sig(gf[j]));
+        let (gv, o) = (fastmath::tanh(gg[j]), sig(go[j]));
+        let cj = i * gv + c_prev.map_or(0.0, |cp| f * cp[j]);
+        c[j] = cj;
+        h[j] = o * fastmath::tanh(cj);
+        (gi[j], gf[j], gg[j], go[j]) = (i, f, gv, o);
+    }
+}
+
+simd_dispatch!(fn lstm_backward_rows(g: &[f32], c: &[f32], c_prev: Option<&[f32]>,
+    dh: &[f32], dc_next: &mut [f32], dg: &mut [f32]) => lstm_backward_rows_generic);
+
+/// The gate gradients of one step: `g` the activations (`4n`), `c` the cell, `dh` the
+/// gradient reaching the hidden state; `dc_next` holds the gradient reaching the cell from the
+/// next step and becomes the one passed to the previous step.
+#[inline(always)]
+fn lstm_backward_rows_generic(
+    g: &[f32],
+    c: &[f32],
+    c_prev: Option<&[f32]>,
+    dh: &[f32],
+    dc_next: &mut [f32],
+    dg: &mut [f32],
+) {
+    let n = c.len();
+    let (gi, gf, gg, go) = (&g[..n], &g[n..2 * n], &g[2 * n..3 * n], &g[3 * n..4 * n]);
+    let (dh, dc_next) = (&dh[..n], &mut dc_next[..n]);
+    let (di, rest) = dg.split_at_mut(n);
+    let (df, rest) = rest.split_at_mut(n);
+    let (dgg, dgo) = rest.split_at_mut(n);
+    let dgo = &mut dgo[..n];
+    for j in 0..n {
+        let (i, f, gv, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = fastmath::tanh(c[j]);
+        let dc = dh[j] * o * (1.0 - tc * tc) + dc_next[j];
+        di[j] = dc * gv * i * (1.0 - i);
+        df[j] = c_prev.map_or(0.0, |cp| dc * cp[j] * f * (1.0 - f));
+        dgg[j] = dc * i * (1.0 - gv * gv);
+        dgo[j] = dh[j] * tc * o * (1.0 - o);
+        dc_next[j] = dc * f;
+    }
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix, in tiles that stay in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut dst = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    dst
+}
+
+impl LstmLayerSeq {
+    /// The forward recurrence of direction `dir`.
+    fn run(&self, xw: &[f32], w: &[f32], dm: Dims, dir: usize, threads: usize) -> Result<Trace> {
+        let Dims { b, t, h, d } = dm;
+        let (g4, hb) = (4 * h, h * b);
+        let mut tr = Trace {
+            gates: vec![0f32; t * g4 * b],
+            cells: vec![0f32; t * hb],
+            hidden: vec![0f32; t * hb],
+        };
+        let w = View::rows(&w[dir * g4 * h..(dir + 1) * g4 * h], g4, h, h);
+        let mut h_prev = vec![0f32; hb];
+        for s in 0..t {
+            let time = dm.time(dir, s);
+            let gates = &mut tr.gates[time * g4 * b..(time + 1) * g4 * b];
+            if s > 0 {
+                matmul_into_with(gates, b, w, View::rows(&h_prev, h, b, b), false, threads)?;
+            }
+            for bi in 0..b {
+                let row = (bi * t + time) * d * g4 + dir * g4;
+                for (r, &v) in xw[row..row + g4].iter().enumerate() {
+                    gates[r * b + bi] += v;
+                }
+            }
+            let (before, rest) = tr.cells.split_at_mut(time * hb);
+            let (c, after) = rest.split_at_mut(hb);
+            let c_prev: Option<&[f32]> = (s > 0).then(|| {
+                if dir == 1 {
+                    &after[..hb]
+                } else {
+                    &before[(time - 1) * hb..]
+                }
+            });
+            let hid = &mut tr.hidden[time * hb..(time + 1) * hb];
+            lstm_forward_rows(gates, c_prev, c, hid);
+            h_prev.copy_from_slice(hid);
+        }
+        Ok(tr)
+    }
+
+    /// The backward pass of direction `dir`: the gradients of its columns of `xw`
+    /// (step-major `[T, 4H, B]`) and of its `w_hh` `[4H, H]`.
+    fn grad(
+        tr: &Trace,
+        dy: &[f32],
+        w: &[f32],
+        dm: Dims,
+        dir: usize,
+        threads: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let Dims { b, t, h, d } = dm;
+        let (g4, hb) = (4 * h, h * b);
+        // w_hh^T as a row-major copy: the product with a transposed view ran at half the speed.
+        let wt = transpose(&w[dir * g4 * h..(dir + 1) * g4 * h], g4, h);
+        let w = View::rows(&wt, h, g4, g4);
+        let mut dgates = vec![0f32; t * g4 * b];
+        let (mut dh, mut dh_next, mut dc) = (vec![0f32; hb], vec![0f32; hb], vec![0f32; hb]);
+        for s in (0..t).rev() {
+            let time = dm.time(dir, s);
+            for (j, row) in dh.chunks_mut(b).enumerate() {
+                for (bi, v) in row.iter_mut().enumerate() {
+                    *v = dy[(bi * t + time) * d * h + dir * h + j] + dh_next[j * b + bi];
+                }
+            }
+            let prev_time = (s > 0).then(|| dm.time(dir, s - 1));
+            let c_prev = prev_time.map(|p| &tr.cells[p * hb..(p + 1) * hb]);
+            let dg = &mut dgates[time * g4 * b..(time + 1) * g4 * b];
+            lstm_backward_rows(
+                &tr.gates[time * g4 * b..(time + 1) * g4 * b],
+                &tr.cells[time * hb..(time + 1) * hb],
+                c_prev,
+                &dh,
+                &mut dc,
+                dg,
+            );
+            if s > 0 {
+                // dh_prev = w_hh^T dgates
+                matmul_into_with(&mut dh_next, b, w, View::rows(dg, g4, b, b), false, threads)?;
+            }
+        }
+        // dW_hh = sum over steps of dgates_t h_prev^T: one product over every step but the
+        // first processed (whose previous state is zero), its factors gathered into
+        // `[4H, N]` and `[N, H]` with N = (T - 1) B.
+        let mut dw = vec![0f32; g4 * h];
+        if t > 1 {
+            let n = (t - 1) * b;
+            let (mut a, mut hm) = (vec![0f32; g4 * n], vec![0f32; n * h]);
+            for s in 1..t {
+                let (time, prev) = (dm.time(dir, s), dm.time(dir, s - 1));
+                let col = (s - 1) * b;
+                let dg = &dgates[time * g4 * b..(time + 1) * g4 * b];
+                for (r, src) in dg.chunks(b).enumerate() {
+                    a[r * n + col..r * n + col + b].copy_from_slice(src);
+                }
+                let hp = &tr.hidden[prev * hb..(prev + 1) * hb];
+                for (j, src) in hp.chunks(b).enumerate() {
+                    for (bi, &v) in src.iter().enumerate() {
+                        hm[(col + bi) * h + j] = v;
+                    }
+                }
+            }
+            matmul_into_with(
+                &mut dw,
+                h,
+                View::rows(&a, g4, n, n),
+                View::rows(&hm, n, h, h),
+                false,
+                threads,
+            )?;
+        }
+        Ok((dgates, dw))
+    }
+
+    fn dims(l1: &Layout, l2: &Layout) -> Result<Dims> {
+        let (b, t, cols) = l1.shape().dims3()?;
+        let (d, g4, h) = l2.shape().dims3()?;
+        if g4 != 4 * h || cols != d * g4 || !(1..=2).contains(&d) {
+            candle_core::bail!(
+                "lstm-layer: xw {:?} does not fit w_hh {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        Ok(Dims { b, t, h, d })
+    }
+}
+
+impl CustomOp2 for LstmLayerSeq {
     fn name(&self) -> &'static str {
-        "lstm-seq"
+        "lstm-layer"
     }
 
     fn cpu_fwd(
@@ -90,33 +296,36 @@ impl CustomOp2 for LstmSeq {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, t, g4) = l1.shape().dims3()?;
-        let h = g4 / 4;
-        if l2.shape().dims() != [g4, h] {
-            candle_core::bail!("lstm-seq: w_hh {:?} for {g4} gates", l2.shape());
-        }
-        let tr = self.run(
-            storage_f32(s1, l1, "lstm-seq xw")?,
-            storage_f32(s2, l2, "lstm-seq w_hh")?,
-            (b, t, h),
-        )?;
-        // [T, B, H] (step-major) -> [B, T, H]
-        let mut out = vec![0f32; b * t * h];
-        for step in 0..t {
-            for bi in 0..b {
-                out[(bi * t + step) * h..(bi * t + step + 1) * h]
-                    .copy_from_slice(&tr.hidden[(step * b + bi) * h..(step * b + bi + 1) * h]);
+        let dm = Self::dims(l1, l2)?;
+        let Dims { b, t, h, d } = dm;
+        let xw = storage_f32(s1, l1, "lstm-layer xw")?;
+        let w = storage_f32(s2, l2, "lstm-layer w_hh")?;
+        let traces = per_direction(d, |dir, threads| self.run(xw, w, dm, dir, threads))?;
+        let hb = h * b;
+        let mut out = vec![0f32; b * t * d * h];
+        let mut c_last = vec![0f32; d * b * h];
+        for (dir, tr) in traces.iter().enumerate() {
+            for time in 0..t {
+                let hid = &tr.hidden[time * hb..(time + 1) * hb];
+                for (j, row) in hid.chunks(b).enumerate() {
+                    for (bi, &v) in row.iter().enumerate() {
+                        out[(bi * t + time) * d * h + dir * h + j] = v;
+                    }
+                }
+            }
+            if t > 0 {
+                let last = dm.time(dir, t - 1);
+                let c = &tr.cells[last * hb..(last + 1) * hb];
+                for (j, row) in c.chunks(b).enumerate() {
+                    for (bi, &v) in row.iter().enumerate() {
+                        c_last[(dir * b + bi) * h + j] = v;
+                    }
+                }
             }
         }
-        if t > 0 {
-            let last = if self.reverse { 0 } else { t - 1 };
-            let c = tr.cells[last * b * h..(last + 1) * b * h].to_vec();
-            *self
-                .c_last
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("poisoned".into()))? = Some(c);
-        }
-        Ok((CpuStorage::F32(out), Shape::from((b, t, h))))
+        *lock(&self.c_last)? = Some(c_last);
+        *lock(&self.trace)? = Some(traces);
+        Ok((CpuStorage::F32(out), Shape::from((b, t, d * h))))
     }
 
     fn bwd(
@@ -126,66 +335,40 @@ impl CustomOp2 for LstmSeq {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, t, g4) = xw.dims3()?;
-        let h = g4 / 4;
-        let xs = xw.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (b, t, _) = xw.dims3()?;
+        let (d, g4, h) = w_hh.dims3()?;
+        let dm = Dims { b, t, h, d };
         let w = w_hh.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let dy = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        // The forward again, keeping the activations (cheaper than holding them for every op).
-        let tr = self.run(&xs, &w, (b, t, h))?;
-        let mut dgates = vec![0f32; t * b * g4]; // step-major, like the trace
-        let (mut dh_next, mut dc_next) = (vec![0f32; b * h], vec![0f32; b * h]);
-        for s in (0..t).rev() {
-            let step = if self.reverse { t - 1 - s } else { s };
-            let prev = (s > 0).then(|| if self.reverse { step + 1 } else { step - 1 });
-            let base = step * b;
-            for bi in 0..b {
-                let gate = &tr.gates[(base + bi) * g4..(base + bi + 1) * g4];
-                let dg = &mut dgates[(base + bi) * g4..(base + bi + 1) * g4];
-                for j in 0..h {
-                    let (i, f, g, o) = (gate[j], gate[h + j], gate[2 * h + j], gate[3 * h + j]);
-                    let c = tr.cells[(base + bi) * h + j];
-                    let c_prev = prev.map_or(0.0, |p| tr.cells[(p * b + bi) * h + j]);
-                    let dh = dy[(bi * t + step) * h + j] + dh_next[bi * h + j];
-                    let tc = c.tanh();
-                    let dc = dh * o * (1.0 - tc * tc) + dc_next[bi * h + j];
-                    dg[j] = dc * g * i * (1.0 - i);
-                    dg[h + j] = dc * c_prev * f * (1.0 - f);
-                    dg[2 * h + j] = dc * i * (1.0 - g * g);
-                    dg[3 * h + j] = dh * tc * o * (1.0 - o);
-                    dc_next[bi * h + j] = dc * f;
+        let traces = match lock(&self.trace)?.take() {
+            Some(tr) => tr,
+            // A second backward pass through the same graph: run the forward again.
+            None => {
+                let xs = xw.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                per_direction(d, |dir, threads| self.run(&xs, &w, dm, dir, threads))?
+            }
+        };
+        let grads = per_direction(d, |dir, threads| {
+            Self::grad(&traces[dir], &dy, &w, dm, dir, threads)
+        })?;
+        drop(traces);
+        let mut dxw = vec![0f32; b * t * d * g4];
+        let mut dw = Vec::with_capacity(d * g4 * h);
+        for (dir, (dg, dwd)) in grads.into_iter().enumerate() {
+            for time in 0..t {
+                let src = &dg[time * g4 * b..(time + 1) * g4 * b];
+                for (r, row) in src.chunks(b).enumerate() {
+                    for (bi, &v) in row.iter().enumerate() {
+                        dxw[(bi * t + time) * d * g4 + dir * g4 + r] = v;
+                    }
                 }
             }
-            // dh_prev = dgates_t @ w_hh
-            let dgv = View::rows(&dgates[base * g4..(base + b) * g4], b, g4, g4);
-            matmul_into(&mut dh_next, h, dgv, View::rows(&w, g4, h, h), false)?;
-        }
-        // dW_hh = sum over steps of dgates_t^T h_{t-1}: one product over all steps but the
-        // first processed (whose previous state is zero).
-        let mut dw = vec![0f32; g4 * h];
-        if t > 1 {
-            // Pair step `step` with the hidden state of the step processed before it.
-            let (dg_rows, h_rows): (&[f32], &[f32]) = if self.reverse {
-                (&dgates[..(t - 1) * b * g4], &tr.hidden[b * h..])
-            } else {
-                (&dgates[b * g4..], &tr.hidden[..(t - 1) * b * h])
-            };
-            let n = (t - 1) * b;
-            let a = View::rows(dg_rows, n, g4, g4).t();
-            matmul_into(&mut dw, h, a, View::rows(h_rows, n, h, h), false)?;
-        }
-        // dxw back to [B, T, 4H].
-        let mut dxw = vec![0f32; b * t * g4];
-        for step in 0..t {
-            for bi in 0..b {
-                dxw[(bi * t + step) * g4..(bi * t + step + 1) * g4]
-                    .copy_from_slice(&dgates[(step * b + bi) * g4..(step * b + bi + 1) * g4]);
-            }
+            dw.extend_from_slice(&dwd);
         }
         let dev = xw.device();
         Ok((
-            Some(Tensor::from_vec(dxw, (b, t, g4), dev)?),
-            Some(Tensor::from_vec(dw, (g4, h), dev)?),
+            Some(Tensor::from_vec(dxw, (b, t, d * g4), dev)?),
+            Some(Tensor::from_vec(dw, (d, g4, h), dev)?),
         ))
     }
 }

@@ -49,16 +49,32 @@ impl CustomOp1 for LeakyRelu {
 /// Layer normalization over the last `n = weight.elem_count()` values of each row, with
 /// `weight` and `bias` of any shape of `n` elements (CPU f32 only; callers fall back).
 pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+    layer_norm_act(x, weight, bias, eps, None)
+}
+
+/// [`layer_norm`] followed by `leaky_relu(_, slope)` when `slope` is given, as one op: the
+/// normalized activations are neither kept for the backward pass nor given a gradient of
+/// their own (CRDNN's CNN blocks apply the two back to back on their largest tensors).
+pub(crate) fn layer_norm_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    slope: Option<f32>,
+) -> Result<Tensor> {
     let n = weight.elem_count();
     let dims = x.dims().to_vec();
     let x2 = x.contiguous()?.reshape(((), n))?;
     let w = weight.flatten_all()?;
     let b = bias.flatten_all()?;
-    x2.apply_op3(&w, &b, LayerNormOp { eps })?.reshape(dims)
+    x2.apply_op3(&w, &b, LayerNormOp { eps, slope })?
+        .reshape(dims)
 }
 
 struct LayerNormOp {
     eps: f32,
+    /// LeakyReLU's negative slope, when the activation is fused in.
+    slope: Option<f32>,
 }
 
 /// Per row: mean and 1/std (biased variance, as torch).
@@ -96,6 +112,9 @@ impl CustomOp3 for LayerNormOp {
                 for j in 0..n {
                     yr[j] = (xr[j] - m) * r * w[j] + b[j];
                 }
+                if let Some(a) = self.slope {
+                    yr.iter_mut().filter(|v| **v <= 0.0).for_each(|v| *v *= a);
+                }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -103,14 +122,28 @@ impl CustomOp3 for LayerNormOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let n = w.elem_count();
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let ws = w.flatten_all()?.to_vec1::<f32>()?;
-        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(a) = self.slope {
+            // Through the activation first: its input is the normalized value, recomputed.
+            let bs = b.flatten_all()?.to_vec1::<f32>()?;
+            gs.par_chunks_mut(n)
+                .zip(xs.par_chunks(n))
+                .for_each(|(gr, xr)| {
+                    let (m, r) = row_stats(xr, self.eps);
+                    for j in 0..n {
+                        if (xr[j] - m) * r * ws[j] + bs[j] <= 0.0 {
+                            gr[j] *= a;
+                        }
+                    }
+                });
+        }
         let mut dx = vec![0f32; xs.len()];
         // Per-row partial sums of dw and db, reduced after (rows in parallel).
         let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
@@ -204,6 +237,19 @@ mod tests {
                     .broadcast_mul(t[1])?
                     .broadcast_add(t[2])
             },
+            &[&x, &w, &b],
+            &r,
+        )?;
+        close(&ours, &reference, 1e-4);
+        // Fused with LeakyReLU: equal to the two ops in a row (a sign error in the fused
+        // backward, or a slope applied to the positive side, fails this).
+        let ours = grads_of(
+            &|t| layer_norm_act(t[0], t[1], t[2], 1e-5, Some(0.1)),
+            &[&x, &w, &b],
+            &r,
+        )?;
+        let reference = grads_of(
+            &|t| leaky_relu(&layer_norm(t[0], t[1], t[2], 1e-5)?, 0.1),
             &[&x, &w, &b],
             &r,
         )?;
