@@ -68,9 +68,7 @@ impl Geom {
                 }
             });
     }
-}
 
-impl Geom {
     /// Adds the window gradients `cols` of frames `start..start + n` to `dx` at their sources
     /// (col2im). Chunks of frames run in parallel: each adds in place to the frames it owns
     /// and keeps what lands on the `kt / 2` frames either side (windows reach no further, and

@@ -84,6 +84,19 @@ impl LstmCell {
     }
 }
 
+/// Each direction's `(outputs [B, T, H], h, c)` -> the layer's output `[B, T, D*H]` and each
+/// direction's final `(h, c)`.
+fn join_directions(r: Vec<(Tensor, Tensor, Tensor)>) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    let (ys, states): (Vec<Tensor>, Vec<(Tensor, Tensor)>) =
+        r.into_iter().map(|(y, h, c)| (y, (h, c))).unzip();
+    let y = if ys.len() == 1 {
+        ys[0].clone()
+    } else {
+        Tensor::cat(&ys, D::Minus1)?
+    };
+    Ok((y, states))
+}
+
 /// One layer's directions trained from a zero state on the CPU: the input projections as
 /// candle matmuls, the recurrence (and its backward pass) as one
 /// [`super::rnn_train::LstmLayerSeq`] op over every direction. Returns the layer's output
@@ -112,9 +125,7 @@ fn layer_train_cpu(cells: &[LstmCell], x: &Tensor) -> Result<(Tensor, Vec<(Tenso
     let op = super::rnn_train::LstmLayerSeq::default();
     let c_last = op.c_last.clone();
     let y = xw.apply_op2(&w, op)?;
-    let c = c_last
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("lstm-layer: poisoned state".into()))?
+    let c = super::rnn_train::lock(&c_last)?
         .take()
         .unwrap_or_else(|| vec![0f32; d * b * hidden]);
     let c = Tensor::from_vec(c, (d, b, hidden), x.device())?;
@@ -260,7 +271,6 @@ impl Lstm {
         let (mut hs, mut cs) = (Vec::new(), Vec::new());
         let n_layers = self.layers.len();
         for (l, cells) in self.layers.iter().enumerate() {
-            let mut outs = Vec::with_capacity(cells.len());
             let init = |d: usize| -> Result<(Tensor, Tensor)> {
                 let k = l * cells.len() + d;
                 Ok(match hx {
@@ -268,55 +278,31 @@ impl Lstm {
                     None => (zeros.clone(), zeros.clone()),
                 })
             };
-            // Eval on the CPU: plain kernels; the two directions of a layer side by side, each
-            // on one thread.
-            let eval_cpu = !train && x.device().is_cpu() && x.dtype() == DType::F32;
-            let results = if eval_cpu && x.dim(1)? > 0 {
-                let run = |d: usize, threads: usize| -> Result<(Tensor, Tensor, Tensor)> {
+            let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+            let (y, states) = if !train && cpu_f32 && x.dim(1)? > 0 {
+                // Eval on the CPU: plain kernels, the directions side by side.
+                let results = super::rnn_train::per_direction(cells.len(), |d, threads| {
                     let (h0, c0) = init(d)?;
                     super::rnn_step::lstm_sequence(&cells[d], &x, (&h0, &c0), d == 1, threads)
-                };
-                if cells.len() == 2 {
-                    let (a, b) = rayon::join(|| run(0, 1), || run(1, 1));
-                    vec![a?, b?]
-                } else {
-                    let threads = candle_core::utils::get_num_threads();
-                    (0..cells.len())
-                        .map(|d| run(d, threads))
-                        .collect::<Result<Vec<_>>>()?
-                }
-            } else if train && hx.is_none() && x.device().is_cpu() && x.dtype() == DType::F32 {
+                })?;
+                join_directions(results)?
+            } else if train && hx.is_none() && cpu_f32 {
                 // Training on the CPU: the layer's recurrence as one op (rnn_train.rs), whose
                 // output already holds the directions side by side.
-                let (y, states) = layer_train_cpu(cells, &x)?;
-                for (h, c) in states {
-                    hs.push(h);
-                    cs.push(c);
-                }
-                x = y;
-                if l + 1 < n_layers {
-                    x = self.dropout.forward(&x, train)?;
-                }
-                continue;
+                layer_train_cpu(cells, &x)?
             } else {
                 let mut r = Vec::with_capacity(cells.len());
                 for (d, cell) in cells.iter().enumerate() {
                     let (h0, c0) = init(d)?;
                     r.push(cell.run(&x, h0, c0, d == 1, train)?);
                 }
-                r
+                join_directions(r)?
             };
-            for (y, h, c) in results {
-                outs.push(y);
+            for (h, c) in states {
                 hs.push(h);
                 cs.push(c);
             }
-            x = if outs.len() == 1 {
-                // len() == 1 was just checked.
-                outs.pop().expect("one direction")
-            } else {
-                Tensor::cat(&outs, D::Minus1)?
-            };
+            x = y;
             if l + 1 < n_layers {
                 x = self.dropout.forward(&x, train)?;
             }

@@ -63,14 +63,15 @@ impl Dims {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock()
         .map_err(|_| candle_core::Error::Msg("lstm-layer: poisoned state".into()))
 }
 
-/// Runs `f` for each direction: side by side on one thread each when there are two (each
-/// step's product is too small to split well), else on all threads.
-fn per_direction<R: Send>(
+/// Runs `f(direction, threads)` for each direction of a recurrent layer: side by side on one
+/// thread each when there are two (each step's product is too small to split well), else on
+/// all threads. Shared by the eval kernels and this training op.
+pub(crate) fn per_direction<R: Send>(
     d: usize,
     f: impl Fn(usize, usize) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {

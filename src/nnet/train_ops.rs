@@ -130,29 +130,28 @@ impl CustomOp3 for LayerNormOp {
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let ws = w.flatten_all()?.to_vec1::<f32>()?;
         let mut gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(a) = self.slope {
-            // Through the activation first: its input is the normalized value, recomputed.
-            let bs = b.flatten_all()?.to_vec1::<f32>()?;
-            gs.par_chunks_mut(n)
-                .zip(xs.par_chunks(n))
-                .for_each(|(gr, xr)| {
-                    let (m, r) = row_stats(xr, self.eps);
-                    for j in 0..n {
-                        if (xr[j] - m) * r * ws[j] + bs[j] <= 0.0 {
-                            gr[j] *= a;
-                        }
-                    }
-                });
-        }
+        let bs = match self.slope {
+            Some(_) => b.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
         let mut dx = vec![0f32; xs.len()];
         // Per-row partial sums of dw and db, reduced after (rows in parallel).
         let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
             .par_chunks_mut(n)
-            .zip(xs.par_chunks(n).zip(gs.par_chunks(n)))
+            .zip(xs.par_chunks(n).zip(gs.par_chunks_mut(n)))
             .fold(
                 || (vec![0f64; n], vec![0f64; n]),
                 |(mut dw, mut db), (dxr, (xr, gr))| {
                     let (m, r) = row_stats(xr, self.eps);
+                    if let Some(a) = self.slope {
+                        // Through the activation first: its input, the normalized value, is
+                        // recomputed from the row's statistics.
+                        for j in 0..n {
+                            if (xr[j] - m) * r * ws[j] + bs[j] <= 0.0 {
+                                gr[j] *= a;
+                            }
+                        }
+                    }
                     let (mut s1, mut s2) = (0f64, 0f64);
                     for j in 0..n {
                         let xh = (xr[j] - m) * r;
