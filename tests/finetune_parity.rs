@@ -72,7 +72,13 @@ fn loss_of(b: &mut EncDecFineTune, batch: &PaddedBatch, stage: Stage) -> f64 {
 
 #[test]
 fn one_sgd_step_matches_speechbrain() {
-    step_parity(&fixture("finetune"), &fixture("asr/model"), 1e-3, 1e-5);
+    step_parity(
+        &fixture("finetune"),
+        &fixture("asr/model"),
+        1e-3,
+        1e-5,
+        1e-4,
+    );
 }
 
 /// The same at the official full size (119 M parameters; ~1 GB of reference files written by
@@ -86,11 +92,14 @@ fn one_sgd_step_matches_speechbrain_full_size() {
     );
     // At full size six CNN bias gradients (sums over 8 x 319 x 40 positions that largely
     // cancel) differ by 1.2e-3 to 2.0e-3 relative, every other gradient is within 1e-3; the
-    // updated parameters then differ by up to 1.3e-5 (mean 5e-9).
-    step_parity(&dir, &dir.join("model"), 2.5e-3, 5e-5);
+    // updated parameters then differ by up to 1.3e-5 (mean 5e-9). That step (lr 0.1, clipped)
+    // lifts the eval loss from 24.2 to 40.0, and there the parameter differences move it by
+    // 1.3e-4 relative (39.9465 vs SpeechBrain's 39.9518 on an AMD EPYC, the same before and
+    // after the training ops of this crate changed), so the last check allows 3e-4.
+    step_parity(&dir, &dir.join("model"), 2.5e-3, 5e-5, 3e-4);
 }
 
-fn step_parity(fixtures: &Path, model: &Path, grad_tol: f64, param_tol: f32) {
+fn step_parity(fixtures: &Path, model: &Path, grad_tol: f64, param_tol: f32, end_tol: f64) {
     let e = expected(fixtures);
     let npy = |name: &str| read_npy(fixtures.join(name)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -221,7 +230,7 @@ fn step_parity(fixtures: &Path, model: &Path, grad_tol: f64, param_tol: f32) {
     let end = loss_of(&mut b, &batch, Stage::Valid);
     let want = e["loss_eval_end"].as_f64().unwrap();
     assert!(
-        rel(end, want) < 1e-4,
+        rel(end, want) < end_tol,
         "eval loss at the end {end} vs {want}"
     );
 }

@@ -4,6 +4,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::linear_train::StepLinear;
 use super::{linear, param, Activation, Dropout};
 
 /// Largest attention-weight tensor computed at once (elements): 2^25 = 128 MB of f32.
@@ -214,7 +215,12 @@ pub(crate) fn initial_weights(enc_len: &[usize], t: usize) -> Result<(Vec<f32>, 
 /// `[B, T, 2k+1]` windows times the kernel `[C, 1, 2k+1]`, returned as `[B, C, T]`. A matrix
 /// product, so the kernel's gradient comes from matmul's backward: candle 0.11's conv1d
 /// backward gives wrong kernel gradients for batches of more than one sequence.
-fn location_conv_train(prev: &Tensor, w: &Tensor, k: usize) -> Result<Tensor> {
+fn location_conv_train(
+    prev: &Tensor,
+    w: &Tensor,
+    k: usize,
+    step: Option<&StepLinear>,
+) -> Result<Tensor> {
     let (_, t) = prev.dims2()?;
     let (c, _, width) = w.dims3()?;
     let padded = prev.pad_with_zeros(1, k, k)?;
@@ -222,7 +228,36 @@ fn location_conv_train(prev: &Tensor, w: &Tensor, k: usize) -> Result<Tensor> {
         .map(|j| padded.narrow(1, j, t))
         .collect::<Result<Vec<_>>>()?;
     let windows = Tensor::stack(&cols, 2)?; // [B, T, K]
-    linear(&windows, &w.reshape((c, width))?, None)?.transpose(1, 2)
+    match step {
+        Some(s) => s.forward(&windows)?,
+        None => linear(&windows, &w.reshape((c, width))?, None)?,
+    }
+    .transpose(1, 2)
+}
+
+/// The attention's weights for one training pass of the decoder's recurrence, each applied
+/// once per step (see [`StepLinear`]).
+#[derive(Clone)]
+pub(crate) struct AttnSteps {
+    conv_loc: StepLinear,
+    mlp_loc: StepLinear,
+    mlp_dec: StepLinear,
+    mlp_attn: StepLinear,
+    mlp_out: StepLinear,
+}
+
+/// `x W^T + b` through `step` when given, else as a layer of its own.
+fn apply(
+    step: Option<&StepLinear>,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    train: bool,
+) -> Result<Tensor> {
+    match step {
+        Some(s) => s.forward(x),
+        None => linear(x, &param(w, train), b.map(|b| param(b, train)).as_ref()),
+    }
 }
 
 /// The memory of [`LocationAwareAttention`] for a batch of sequences.
@@ -317,6 +352,19 @@ impl LocationAwareAttention {
         })
     }
 
+    /// The weights for one training pass of a recurrence (see [`StepLinear`]).
+    pub(crate) fn step_linears(&self) -> Result<AttnSteps> {
+        let (c, _, width) = self.conv_loc.dims3()?;
+        let s = |wb: &(Tensor, Tensor)| StepLinear::new(&wb.0, Some(&wb.1));
+        Ok(AttnSteps {
+            conv_loc: StepLinear::new(&self.conv_loc.reshape((c, width))?, None),
+            mlp_loc: s(&self.mlp_loc),
+            mlp_dec: s(&self.mlp_dec),
+            mlp_attn: StepLinear::new(&self.mlp_attn, None),
+            mlp_out: s(&self.mlp_out),
+        })
+    }
+
     /// One step: attends `enc_states` `[B, T, E]` with the decoder state `dec` `[B, D]`;
     /// returns the context `[B, output_dim]` and the weights `[B, T]`, and updates `state`.
     pub fn forward(
@@ -326,17 +374,40 @@ impl LocationAwareAttention {
         state: &mut LocationAttnState,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
+        self.forward_with(enc_states, dec, state, train, None)
+    }
+
+    /// [`Self::forward`], with the weights applied through `steps` when given (training).
+    pub(crate) fn forward_with(
+        &self,
+        enc_states: &Tensor,
+        dec: &Tensor,
+        state: &mut LocationAttnState,
+        train: bool,
+        steps: Option<&AttnSteps>,
+    ) -> Result<(Tensor, Tensor)> {
         let p = |t: &Tensor| param(t, train);
-        let conv = if train {
-            location_conv_train(&state.prev_attn, &p(&self.conv_loc), self.kernel_size)?
+        let conv = if train || steps.is_some() {
+            let step = steps.map(|s| &s.conv_loc);
+            location_conv_train(&state.prev_attn, &p(&self.conv_loc), self.kernel_size, step)?
         } else {
             state
                 .prev_attn
                 .unsqueeze(1)?
                 .conv1d(&p(&self.conv_loc), self.kernel_size, 1, 1, 1)? // [B, C, T]
         };
-        let dec_h = linear(dec, &p(&self.mlp_dec.0), Some(&p(&self.mlp_dec.1)))?;
-        let energy = if !train && enc_states.device().is_cpu() && dec_h.dtype() == DType::F32 {
+        let dec_h = apply(
+            steps.map(|s| &s.mlp_dec),
+            dec,
+            &self.mlp_dec.0,
+            Some(&self.mlp_dec.1),
+            train,
+        )?;
+        let energy = if !train
+            && steps.is_none()
+            && enc_states.device().is_cpu()
+            && dec_h.dtype() == DType::F32
+        {
             // One fused pass; the [B, T, attn_dim] sums are never stored.
             let dec_bias = dec_h.broadcast_add(&p(&self.mlp_loc.1))?;
             super::fused::location_energies(
@@ -347,13 +418,17 @@ impl LocationAwareAttention {
                 &p(&self.mlp_attn),
             )?
         } else {
-            let loc = linear(
-                &conv.transpose(1, 2)?,
-                &p(&self.mlp_loc.0),
-                Some(&p(&self.mlp_loc.1)),
+            let loc = conv.transpose(1, 2)?;
+            let loc = apply(
+                steps.map(|s| &s.mlp_loc),
+                &loc,
+                &self.mlp_loc.0,
+                Some(&self.mlp_loc.1),
+                train,
             )?;
             let e = (state.enc_h.broadcast_add(&dec_h.unsqueeze(1)?)? + loc)?.tanh()?;
-            linear(&e, &p(&self.mlp_attn), None)?.squeeze(2)? // [B, T]
+            let attn = steps.map(|s| &s.mlp_attn);
+            apply(attn, &e, &self.mlp_attn, None, train)?.squeeze(2)? // [B, T]
         };
         let neg_inf = Tensor::full(f32::NEG_INFINITY, energy.shape(), energy.device())?;
         let energy = state.mask.ne(0f32)?.where_cond(&energy, &neg_inf)?;
@@ -365,7 +440,8 @@ impl LocationAwareAttention {
         let w = super::fused::softmax_last_dim(&energy)?;
         state.prev_attn = w.detach();
         let context = w.unsqueeze(1)?.matmul(enc_states)?.squeeze(1)?;
-        let context = linear(&context, &p(&self.mlp_out.0), Some(&p(&self.mlp_out.1)))?;
+        let out = steps.map(|s| &s.mlp_out);
+        let context = apply(out, &context, &self.mlp_out.0, Some(&self.mlp_out.1), train)?;
         Ok((context, w))
     }
 }

@@ -196,6 +196,22 @@ pub(crate) fn matmul_into_with(
     Ok(())
 }
 
+/// The transpose of a row-major `[rows, cols]` matrix, in tiles that stay in cache.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut dst = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    dst
+}
+
 /// `y^T = w x^T` for a weight `w` `[o, k]` (rows `ldw` apart, so a column block of a larger
 /// weight works too) and feature-major `xt` `[k, b]`: returns `[o, b]`.
 pub(crate) fn wxt(

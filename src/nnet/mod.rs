@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod fused;
 pub(crate) mod gemm;
 pub mod linear;
+pub(crate) mod linear_train;
 pub mod losses;
 pub mod normalization;
 pub mod pooling;
@@ -35,10 +36,15 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let rows: usize = lead.iter().product();
     let d_out = weight.dim(0)?;
     let x2 = x.reshape((rows, d_in))?;
-    let mut y = matmul_wt(&x2, weight)?;
-    if let Some(b) = bias {
-        y = y.broadcast_add(b)?;
-    }
+    let y = if linear_train::applies(&x2, weight) {
+        linear_train::linear(&x2, weight, bias)?
+    } else {
+        let y = matmul_wt(&x2, weight)?;
+        match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        }
+    };
     let mut out_shape = lead;
     out_shape.push(d_out);
     y.reshape(out_shape)

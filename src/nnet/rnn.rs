@@ -11,6 +11,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::linear_train::StepLinear;
 use super::{linear, param, Dropout};
 
 fn sigmoid(x: &Tensor) -> Result<Tensor> {
@@ -341,7 +342,6 @@ impl GruCell {
 
     /// One step: `x` `[B, I]`, `h` `[B, H]` -> `h'` `[B, H]`.
     pub fn forward(&self, x: &Tensor, h: &Tensor, train: bool) -> Result<Tensor> {
-        let hs = self.hidden;
         let gi = linear(
             x,
             &param(&self.w_ih, train),
@@ -352,11 +352,26 @@ impl GruCell {
             &param(&self.w_hh, train),
             Some(&param(&self.b_hh, train)),
         )?;
+        self.gates(&gi, &gh, h)
+    }
+
+    /// The step from its projections `gi = x W_ih^T + b_ih` and `gh = h W_hh^T + b_hh`
+    /// (`[B, 3H]` each) and `h` `[B, H]`.
+    pub(crate) fn gates(&self, gi: &Tensor, gh: &Tensor, h: &Tensor) -> Result<Tensor> {
+        let hs = self.hidden;
         let r = sigmoid(&(gi.narrow(1, 0, hs)? + gh.narrow(1, 0, hs)?)?)?;
         let z = sigmoid(&(gi.narrow(1, hs, hs)? + gh.narrow(1, hs, hs)?)?)?;
         let n = (gi.narrow(1, 2 * hs, hs)? + (r * gh.narrow(1, 2 * hs, hs)?)?)?.tanh()?;
         // h' = (1 - z) * n + z * h = n + z * (h - n)
         n.clone() + (z * (h - &n)?)?
+    }
+
+    /// The cell's two projections for one training pass of a recurrence (see [`StepLinear`]).
+    pub(crate) fn step_linears(&self) -> (StepLinear, StepLinear) {
+        (
+            StepLinear::new(&self.w_ih, Some(&self.b_ih)),
+            StepLinear::new(&self.w_hh, Some(&self.b_hh)),
+        )
     }
 }
 
@@ -403,6 +418,18 @@ impl GruCellStack {
         hx: Option<&Tensor>,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
+        self.forward_with(x, hx, train, None)
+    }
+
+    /// [`Self::forward`], with each cell's projections through `steps` (from
+    /// [`GruCell::step_linears`], one pair per cell) when given.
+    pub(crate) fn forward_with(
+        &self,
+        x: &Tensor,
+        hx: Option<&Tensor>,
+        train: bool,
+        steps: Option<&[(StepLinear, StepLinear)]>,
+    ) -> Result<(Tensor, Tensor)> {
         let b = x.dim(0)?;
         let mut hidden = Vec::with_capacity(self.cells.len());
         let mut inp = x.clone();
@@ -414,7 +441,10 @@ impl GruCellStack {
             if i > 0 {
                 inp = self.dropout.forward(&inp, train)?;
             }
-            let h = cell.forward(&inp, &h0, train)?;
+            let h = match steps.and_then(|s| s.get(i)) {
+                Some((ih, hh)) => cell.gates(&ih.forward(&inp)?, &hh.forward(&h0)?, &h0)?,
+                None => cell.forward(&inp, &h0, train)?,
+            };
             hidden.push(h.clone());
             inp = h;
         }

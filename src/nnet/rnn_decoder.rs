@@ -2,10 +2,11 @@
 //! states at every step (GRU cells with location-aware attention, as the official
 //! `asr-crdnn-rnnlm-librispeech` model uses).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::attention::{LocationAttnState, LocationAwareAttention};
+use super::attention::{AttnSteps, LocationAttnState, LocationAwareAttention};
+use super::linear_train::StepLinear;
 use super::rnn::GruCellStack;
 use super::{linear, param, Dropout};
 
@@ -159,25 +160,46 @@ impl AttentionalRNNDecoder {
         enc_states: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
+        let (cat, w) = self.step(inp, state, enc_states, train, None)?;
+        Ok((self.project(&cat, train)?, w))
+    }
+
+    /// A step up to the output projection: `cat(context, cell output)` `[B, A + H]` and the
+    /// attention weights.
+    fn step(
+        &self,
+        inp: &Tensor,
+        state: &mut DecoderState,
+        enc_states: &Tensor,
+        train: bool,
+        steps: Option<&TrainSteps>,
+    ) -> Result<(Tensor, Tensor)> {
         let cell_inp = Tensor::cat(&[inp, &state.c], D::Minus1)?;
         let cell_inp = self.drop.forward(&cell_inp, train)?;
-        let (cell_out, hs) = self.rnn.forward(&cell_inp, state.hs.as_ref(), train)?;
+        let gru = steps.map(|s| s.gru.as_slice());
+        let (cell_out, hs) = self
+            .rnn
+            .forward_with(&cell_inp, state.hs.as_ref(), train, gru)?;
         state.hs = Some(hs);
+        let attn = steps.map(|s| &s.attn);
         let (c, w) = self
             .attn
-            .forward(enc_states, &cell_out, &mut state.attn, train)?;
-        let dec_out = Tensor::cat(&[&c, &cell_out], 1)?;
-        let dec_out = linear(
-            &dec_out,
-            &param(&self.proj.0, train),
-            Some(&param(&self.proj.1, train)),
-        )?;
+            .forward_with(enc_states, &cell_out, &mut state.attn, train, attn)?;
+        let cat = Tensor::cat(&[&c, &cell_out], D::Minus1)?;
         state.c = c;
-        Ok((dec_out, w))
+        Ok((cat, w))
+    }
+
+    /// The output projection `proj` over the last dimension.
+    fn project(&self, cat: &Tensor, train: bool) -> Result<Tensor> {
+        let (w, b) = (param(&self.proj.0, train), param(&self.proj.1, train));
+        linear(cat, &w, Some(&b))
     }
 
     /// Teacher-forced decoding (`forward`): `inp` `[B, U, input_size]` -> outputs
-    /// `[B, U, H]` and attention `[B, U, T]`; `enc_len` in frames.
+    /// `[B, U, H]` and attention `[B, U, T]`; `enc_len` in frames. The output projection runs
+    /// once over all steps; in training on the CPU, each recurrent weight's gradient is one
+    /// product over all steps ([`StepLinear`]).
     pub fn forward(
         &self,
         inp: &Tensor,
@@ -186,14 +208,29 @@ impl AttentionalRNNDecoder {
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
         let mut state = self.init_state(enc_states, enc_len, train)?;
+        let steps = if train && enc_states.device().is_cpu() && enc_states.dtype() == DType::F32 {
+            Some(TrainSteps {
+                gru: self.rnn.cells.iter().map(|c| c.step_linears()).collect(),
+                attn: self.attn.step_linears()?,
+            })
+        } else {
+            None
+        };
         let u = inp.dim(1)?;
         let (mut outs, mut attns) = (Vec::with_capacity(u), Vec::with_capacity(u));
         for t in 0..u {
             let x = inp.narrow(1, t, 1)?.squeeze(1)?;
-            let (o, w) = self.forward_step(&x, &mut state, enc_states, train)?;
+            let (o, w) = self.step(&x, &mut state, enc_states, train, steps.as_ref())?;
             outs.push(o);
             attns.push(w);
         }
-        Ok((Tensor::stack(&outs, 1)?, Tensor::stack(&attns, 1)?))
+        let out = self.project(&Tensor::stack(&outs, 1)?, train)?;
+        Ok((out, Tensor::stack(&attns, 1)?))
     }
+}
+
+/// The decoder's recurrent weights for one training pass (see [`StepLinear`]).
+struct TrainSteps {
+    gru: Vec<(StepLinear, StepLinear)>,
+    attn: AttnSteps,
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul_into_with, storage_f32, View};
+use super::gemm::{matmul_into_with, storage_f32, transpose, View};
 use crate::fastmath::{self, simd_dispatch};
 
 /// The recurrence of one layer: `xw` `[B, T, D*4H]` (for each direction `d` its input
@@ -140,22 +140,6 @@ fn lstm_backward_rows_generic(
         dgo[j] = dh[j] * tc * o * (1.0 - o);
         dc_next[j] = dc * f;
     }
-}
-
-/// The transpose of a row-major `[rows, cols]` matrix, in tiles that stay in cache.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut dst = vec![0f32; rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
-    dst
 }
 
 impl LstmLayerSeq {
