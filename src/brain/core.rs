@@ -223,11 +223,7 @@ impl BrainCore {
         self.accum = vec![None; grads.len()];
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+            sq += sum_of_squares(g)?;
         }
         let norm = sq.sqrt();
         if !norm.is_finite() {
@@ -235,15 +231,12 @@ impl BrainCore {
             return Ok(norm);
         }
         let coef = self.opts.max_grad_norm / (norm + 1e-6);
-        let grads = if self.opts.max_grad_norm > 0.0 && coef < 1.0 {
-            grads
-                .into_iter()
-                .map(|g| g.map(|g| g * coef).transpose())
-                .collect::<candle_core::Result<Vec<_>>>()?
+        let scale = if self.opts.max_grad_norm > 0.0 && coef < 1.0 {
+            coef
         } else {
-            grads
+            1.0
         };
-        opt.step(&grads)?;
+        opt.step_scaled(&grads, scale)?;
         self.optimizer_step += 1;
         Ok(norm)
     }
@@ -647,4 +640,22 @@ pub trait Brain {
         self.on_stage_end(Stage::Test, loss, None)?;
         Ok(loss)
     }
+}
+
+/// The sum of a gradient's squared values, accumulated in f64 (on the host without a squared
+/// copy of the tensor).
+fn sum_of_squares(g: &Tensor) -> candle_core::Result<f64> {
+    if g.device().is_cpu() && g.dtype() == candle_core::DType::F32 && g.is_contiguous() {
+        use rayon::prelude::*;
+        let h = crate::nnet::gemm::HostF32::new(g, "gradient")?;
+        let s = h.slice();
+        return Ok(s
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+            .sum());
+    }
+    g.to_dtype(candle_core::DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()
 }

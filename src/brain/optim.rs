@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
 
 /// A trainable parameter and its state_dict key (e.g. `0.CNN.block_0.conv_1.conv.weight`).
 #[derive(Debug, Clone)]
@@ -20,6 +21,17 @@ pub struct NamedParam {
 pub trait Optimizer: Send {
     /// One update; `grads[i]` belongs to `params()[i]` (`None`: no gradient, not updated).
     fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()>;
+    /// One update with every gradient multiplied by `scale` first (gradient clipping).
+    fn step_scaled(&mut self, grads: &[Option<Tensor>], scale: f64) -> Result<()> {
+        if scale == 1.0 {
+            return self.step(grads);
+        }
+        let scaled = grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| g * scale).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        self.step(&scaled)
+    }
     /// The parameters it updates.
     fn params(&self) -> &[NamedParam];
     /// The current learning rate.
@@ -123,11 +135,72 @@ impl Sgd {
     }
 }
 
+/// Plain SGD's update in place, `w -= (g * scale) * lr`, rounded as candle's three ops
+/// `w - (g * scale) * lr` round it, in one pass over the weights instead of three allocations.
+struct SgdUpdate {
+    scale: Option<f32>,
+    lr: f32,
+}
+
+impl InplaceOp2 for SgdUpdate {
+    fn name(&self) -> &'static str {
+        "sgd-update"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(w), CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("sgd-update: f32 tensors expected");
+        };
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("sgd-update: contiguous tensors expected");
+        };
+        if b - a != d - c {
+            candle_core::bail!("sgd-update: {} weights, {} gradients", b - a, d - c);
+        }
+        let (lr, scale) = (self.lr, self.scale);
+        w[a..b]
+            .par_chunks_mut(1 << 16)
+            .zip(g[c..d].par_chunks(1 << 16))
+            .for_each(|(w, g)| match scale {
+                Some(s) => w.iter_mut().zip(g).for_each(|(w, g)| *w -= (g * s) * lr),
+                None => w.iter_mut().zip(g).for_each(|(w, g)| *w -= g * lr),
+            });
+        Ok(())
+    }
+}
+
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        self.step_scaled(grads, 1.0)
+    }
+
+    fn step_scaled(&mut self, grads: &[Option<Tensor>], scale: f64) -> Result<()> {
+        let plain = self.momentum == 0.0 && self.weight_decay == 0.0;
         for ((p, g), buf) in self.params.iter().zip(grads).zip(self.bufs.iter_mut()) {
             let Some(g) = g else { continue };
-            let w = p.var.as_tensor().detach();
+            let w = p.var.as_tensor();
+            let on_host = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+            if plain && on_host(w) && on_host(g) && w.dims() == g.dims() {
+                let scale = (scale != 1.0).then_some(scale as f32);
+                let update = SgdUpdate {
+                    scale,
+                    lr: self.lr as f32,
+                };
+                w.inplace_op2(&g.contiguous()?, &update)?;
+                continue;
+            }
+            let g = if scale == 1.0 {
+                g.clone()
+            } else {
+                (g * scale)?
+            };
+            let w = w.detach();
             let mut d = g.detach();
             if self.weight_decay != 0.0 {
                 d = (d + (&w * self.weight_decay)?)?;
