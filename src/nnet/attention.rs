@@ -426,7 +426,7 @@ impl LocationAwareAttention {
                 Some(&self.mlp_loc.1),
                 train,
             )?;
-            let e = (state.enc_h.broadcast_add(&dec_h.unsqueeze(1)?)? + loc)?.tanh()?;
+            let e = super::train_ops::tanh_of_sum(&state.enc_h, &dec_h, &loc)?;
             let attn = steps.map(|s| &s.mlp_attn);
             apply(attn, &e, &self.mlp_attn, None, train)?.squeeze(2)? // [B, T]
         };

@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::storage_f32 as host;
+use crate::fastmath::simd_dispatch;
 
 /// `leaky_relu(x, slope)` with autograd through one op (CPU f32; elsewhere candle's).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
@@ -191,6 +192,115 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
+/// `tanh(a + b[:, None, :] + c)` for `a`, `c` `[B, T, N]` and `b` `[B, N]` as one op (the
+/// additive attention's energies, once per decoder step): candle's version stores the two sums
+/// and runs libm's scalar `tanh` in the forward pass, and broadcasts, reduces and composes
+/// `1 - y^2` from four more full-size ops in the backward pass (CPU f32; elsewhere candle's).
+pub(crate) fn tanh_of_sum(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
+    let on_host = [a, b, c]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
+    if !on_host {
+        return (a.broadcast_add(&b.unsqueeze(1)?)? + c)?.tanh();
+    }
+    let (a, b, c) = (a.contiguous()?, b.contiguous()?, c.contiguous()?);
+    a.apply_op3(&b, &c, TanhOfSum)
+}
+
+struct TanhOfSum;
+
+simd_dispatch!(fn tanh_sum_rows(a: &[f32], b: &[f32], c: &[f32], y: &mut [f32]) => tanh_sum_rows_generic);
+
+#[inline(always)]
+fn tanh_sum_rows_generic(a: &[f32], b: &[f32], c: &[f32], y: &mut [f32]) {
+    let n = b.len();
+    for ((y, a), c) in y
+        .chunks_exact_mut(n)
+        .zip(a.chunks_exact(n))
+        .zip(c.chunks_exact(n))
+    {
+        for j in 0..n {
+            y[j] = crate::fastmath::tanh(a[j] + b[j] + c[j]);
+        }
+    }
+}
+
+impl CustomOp3 for TanhOfSum {
+    fn name(&self) -> &'static str {
+        "tanh-of-sum-train"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b, c) = (
+            host(s1, l1, "tanh-of-sum")?,
+            host(s2, l2, "tanh-of-sum")?,
+            host(s3, l3, "tanh-of-sum")?,
+        );
+        let (nb, t, n) = l1.shape().dims3()?;
+        if l2.shape().dims2()? != (nb, n) || l3.shape().dims3()? != (nb, t, n) {
+            candle_core::bail!(
+                "tanh-of-sum: shapes {:?} {:?} {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let mut y = vec![0f32; a.len()];
+        let tn = t * n;
+        y.par_chunks_mut(tn.max(1)).enumerate().for_each(|(i, yb)| {
+            let r = i * tn..(i + 1) * tn;
+            tanh_sum_rows(&a[r.clone()], &b[i * n..(i + 1) * n], &c[r], yb)
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (nb, t, n) = res.dims3()?;
+        let y = res.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // dz = g (1 - y^2) is the gradient of a and c; b's sums it over the T axis.
+        let mut dz = vec![0f32; y.len()];
+        let mut db = vec![0f32; nb * n];
+        dz.par_chunks_mut((t * n).max(1))
+            .zip(db.par_chunks_mut(n.max(1)))
+            .enumerate()
+            .for_each(|(i, (dzb, dbb))| {
+                let r = i * t * n..(i + 1) * t * n;
+                for ((d, &y), &g) in dzb.iter_mut().zip(&y[r.clone()]).zip(&g[r]) {
+                    *d = g * (1.0 - y * y);
+                }
+                for row in dzb.chunks_exact(n) {
+                    dbb.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                }
+            });
+        let dev = res.device();
+        let dz = Tensor::from_vec(dz, (nb, t, n), dev)?;
+        let want = |x: &Tensor| x.track_op();
+        Ok((
+            want(a).then(|| dz.clone()),
+            if want(b) {
+                Some(Tensor::from_vec(db, (nb, n), dev)?)
+            } else {
+                None
+            },
+            want(c).then_some(dz),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +363,18 @@ mod tests {
             &r,
         )?;
         close(&ours, &reference, 1e-4);
+        // The attention energies' tanh(a + b[:, None] + c) against candle's composition.
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 13), &dev)?)?;
+        let bb = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 13), &dev)?)?;
+        let c = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7, 13), &dev)?)?;
+        let r3 = Tensor::randn(0f32, 1.0, (3, 7, 13), &dev)?;
+        let ours = grads_of(&|t| tanh_of_sum(t[0], t[1], t[2]), &[&a, &bb, &c], &r3)?;
+        let reference = grads_of(
+            &|t| (t[0].broadcast_add(&t[1].unsqueeze(1)?)? + t[2])?.tanh(),
+            &[&a, &bb, &c],
+            &r3,
+        )?;
+        close(&ours, &reference, 1e-5);
         let ours = grads_of(&|t| leaky_relu(t[0], 0.01), &[&x], &r)?;
         let reference = grads_of(&|t| candle_nn::ops::leaky_relu(t[0], 0.01), &[&x], &r)?;
         close(&ours, &reference, 1e-6);
