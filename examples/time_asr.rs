@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let line = serde_json::json!({
-        "impl": "voxbrain", "what": "asr",
+        "impl": "voxbrain", "simd": voxbrain::fastmath::simd_path(), "what": "asr",
         "seconds": (seconds * 100.0).round() / 100.0,
         "encode_ms": (median(te) * 10.0).round() / 10.0,
         "transcribe_ms": (median(tt) * 10.0).round() / 10.0,
@@ -138,7 +138,7 @@ fn long(dir: &str, wav_path: &str, rest: &[String]) -> anyhow::Result<()> {
         )?;
     }
     let line = serde_json::json!({
-        "impl": "voxbrain", "what": "asr_long",
+        "impl": "voxbrain", "simd": voxbrain::fastmath::simd_path(), "what": "asr_long",
         "seconds": (wav.dim(0)? as f64 / sr as f64 * 100.0).round() / 100.0,
         "decoding": if decoding == DecodingMethod::Greedy { "greedy" } else { "beam" },
         "chunks": chunks,

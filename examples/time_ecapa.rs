@@ -41,7 +41,8 @@ fn main() -> anyhow::Result<()> {
         t8.push(t.elapsed().as_secs_f64() * 1e3);
     }
     println!(
-        "{{\"impl\": \"voxbrain\", \"what\": \"ecapa\", \"seconds\": {:.2}, \"batch1_ms\": {:.1}, \"batch8_ms\": {:.1}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"impl\": \"voxbrain\", \"simd\": \"{}\", \"what\": \"ecapa\", \"seconds\": {:.2}, \"batch1_ms\": {:.1}, \"batch8_ms\": {:.1}, \"peak_rss_mb\": {:.0}}}",
+        voxbrain::fastmath::simd_path(),
         wav.dim(0)? as f64 / m.sample_rate() as f64,
         median(t1),
         median(t8),

@@ -31,7 +31,8 @@ fn main() -> anyhow::Result<()> {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "{{\"impl\": \"voxbrain\", \"what\": \"fbank\", \"n_mels\": {n_mels}, \"seconds\": {:.2}, \"median_ms\": {:.4}}}",
+        "{{\"impl\": \"voxbrain\", \"simd\": \"{}\", \"what\": \"fbank\", \"n_mels\": {n_mels}, \"seconds\": {:.2}, \"median_ms\": {:.4}}}",
+        voxbrain::fastmath::simd_path(),
         wav.len() as f64 / 16000.0,
         times[times.len() / 2]
     );

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         ms.push(p.iter().sum::<f64>());
         phases.push(p);
     }
-    let line = serde_json::json!({"impl": "voxbrain", "what": "finetune_step", "batch": n,
+    let line = serde_json::json!({"impl": "voxbrain", "simd": voxbrain::fastmath::simd_path(), "what": "finetune_step", "batch": n,
         "step_ms": ms, "median_ms": median(ms.clone()), "phases_ms": phases,
         "peak_rss_mb": peak_rss_mb()});
     println!("{line}");

@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     let got = est.flatten_all()?.to_vec1::<f32>()?;
     let mut report = serde_json::json!({
-        "impl": "voxbrain",
+        "impl": "voxbrain", "simd": voxbrain::fastmath::simd_path(),
         "seconds": mix.len() as f64 / fs as f64,
         "median_ms": times[times.len() / 2],
         "peak_rss_mb": peak_rss_mb(),

@@ -7,13 +7,14 @@
 //! ~2 ulp; `tanh` within ~2.5e-7 absolute (see the tests), close to torch's SLEEF functions.
 
 /// Defines `fn $name(args) -> ret` that runs `$generic` (an `#[inline(always)]` function
-/// written so that the compiler vectorises it) compiled for AVX-512 or AVX2+FMA when the CPU
-/// has them (checked at run time), else for the baseline target.
+/// written so that the compiler vectorises it) compiled for AVX-512 (with the `avx512` feature)
+/// or AVX2+FMA when the CPU has them (checked at run time), else for the baseline target.
 macro_rules! simd_dispatch {
     ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:path) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[cfg(feature = "avx512")]
                 #[target_feature(enable = "avx512f")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
@@ -22,6 +23,7 @@ macro_rules! simd_dispatch {
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
                 }
+                #[cfg(feature = "avx512")]
                 if is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU supports AVX-512F (checked above).
                     return unsafe { avx512($($arg),*) };
@@ -36,6 +38,28 @@ macro_rules! simd_dispatch {
     };
 }
 pub(crate) use simd_dispatch;
+
+/// The SIMD path this build takes on this CPU, for its own loops and the `gemm` crate's
+/// kernels alike: `"avx512"` (the `avx512` feature on a CPU with AVX-512F), `"avx2"` (AVX2 and
+/// FMA), or `"baseline"`.
+///
+/// ```
+/// let path = voxbrain::fastmath::simd_path();
+/// assert!(["avx512", "avx2", "baseline"].contains(&path));
+/// ```
+pub fn simd_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(feature = "avx512")]
+        if is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+    }
+    "baseline"
+}
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two (Cody-Waite) so that `x - k ln2` is exact for the k that occur.

@@ -13,7 +13,8 @@
 #
 # Usage: data-tools/reference/compare_finetune_speed.sh [VENV_DIR]
 #        (KEEP=dir keeps model, wavs and manifest there, e.g. KEEP=/tmp/ftbench;
-#         ROUNDS=3 alternations; STEPS=5 timed steps per run after one warm-up; THREADS=2)
+#         ROUNDS=3 alternations; STEPS=5 timed steps per run after one warm-up; THREADS=2;
+#         SIMD=avx2 times the build without AVX-512 paths, see prologue.sh)
 set -euo pipefail
 source "$(dirname "$0")/prologue.sh" "$@"
 rounds="${ROUNDS:-3}"
@@ -25,14 +26,14 @@ threads="${THREADS:-2}"
 model="$tmp/model"; manifest="$tmp/manifest.json"
 cat "$tmp/prepare.json"
 
-cargo build --release --example time_finetune -q
+cargo build --release "${cargo_flags[@]}" --example time_finetune -q
 
 run_sb() {
   "$py" data-tools/reference/bench_finetune.py "$model" "$manifest" --rounds "$steps" \
     --threads "$threads" 2>"$tmp/sb.log" || { cat "$tmp/sb.log" >&2; return 1; }
 }
 run_vb() {
-  RAYON_NUM_THREADS="$threads" cargo run --release -q --example time_finetune -- \
+  RAYON_NUM_THREADS="$threads" cargo run --release "${cargo_flags[@]}" -q --example time_finetune -- \
     "$model" "$manifest" --rounds "$steps" 2>"$tmp/vb.log" || { cat "$tmp/vb.log" >&2; return 1; }
 }
 
@@ -58,7 +59,8 @@ for s, v in pairs:
 s0 = pairs[0][0]
 print(f"\nOne fine-tuning step, official asr-crdnn-rnnlm-librispeech size, batch {s0['batch']} "
       f"({s0['audio_seconds']} s of audio), median of {steps} steps per run after 1 warm-up")
-print(f"CPU: {cpu} ({ncpu} CPUs, avx512f: {avx512}); torch / RAYON_NUM_THREADS = {threads}\n")
+print(f"CPU: {cpu} ({ncpu} CPUs, avx512f: {avx512}); voxbrain's SIMD path: "
+      f"{pairs[0][1].get('simd')}; torch / RAYON_NUM_THREADS = {threads}\n")
 print(f"{'round':>5}  {'SpeechBrain ms':>14}  {'voxbrain ms':>11}  {'SB/vb':>6}  {'SB RSS MB':>9}  {'vb RSS MB':>9}")
 ratios = []
 for i, (s, v) in enumerate(pairs, 1):

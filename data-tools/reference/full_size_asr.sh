@@ -68,8 +68,8 @@ sf.write(os.path.join(out, "long.wav"), np.concatenate(parts)[: 600 * 16000], 16
 PY
 fi
 
-cargo build --release --example time_asr -q
-vb=$(./target/release/examples/time_asr "$tmp/model_full" "$tmp/utt.wav" "$tmp/vb.json" "$repeats")
+cargo build --release "${cargo_flags[@]}" --example time_asr -q
+vb=$("$bin_dir"/examples/time_asr "$tmp/model_full" "$tmp/utt.wav" "$tmp/vb.json" "$repeats")
 sb=$("$py" data-tools/reference/bench_speechbrain.py asr "$tmp/utt.wav" --model-dir "$tmp/model_full" \
       --out "$tmp/sb.json" --repeats "$repeats" 2>"$tmp/sb.log") || { cat "$tmp/sb.log"; exit 1; }
 echo "$vb"; echo "$sb"
@@ -95,7 +95,7 @@ print(f"encode: voxbrain {v['encode_ms']} ms vs SpeechBrain {s['encode_ms']} ms 
       f"SpeechBrain {s['peak_rss_mb']} MB")
 PY
 
-long=$(./target/release/examples/time_asr "$tmp/model_full" --long "$tmp/long.wav" --decoding "$long_decoding")
+long=$("$bin_dir"/examples/time_asr "$tmp/model_full" --long "$tmp/long.wav" --decoding "$long_decoding")
 echo "$long"
 "$py" - "$long" <<'PY'
 import json, sys

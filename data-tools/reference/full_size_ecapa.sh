@@ -13,8 +13,8 @@ make_model_dir(os.path.join(sys.argv[1], "model_full"), size="full", seed=1)
 x = np.concatenate([np.load(f"tests/fixtures/foundation/speech_{i}_16k.npy") for i in range(3)])
 sf.write(os.path.join(sys.argv[1], "ten_s.wav"), np.resize(x, 160000), 16000, subtype="FLOAT")
 PY
-cargo build --release --example time_ecapa -q
-vb=$(./target/release/examples/time_ecapa "$tmp/model_full" "$tmp/ten_s.wav" "$tmp/vb.npy" 5)
+cargo build --release "${cargo_flags[@]}" --example time_ecapa -q
+vb=$("$bin_dir"/examples/time_ecapa "$tmp/model_full" "$tmp/ten_s.wav" "$tmp/vb.npy" 5)
 sb=$("$py" data-tools/reference/bench_speechbrain.py ecapa "$tmp/ten_s.wav" --model-dir "$tmp/model_full" --out "$tmp/sb.npy" --repeats 5 2>/dev/null)
 echo "$vb"; echo "$sb"
 "$py" - "$tmp" "$vb" "$sb" <<'PY'

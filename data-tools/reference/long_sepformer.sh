@@ -38,8 +38,8 @@ mix = (a + 0.7 * b).astype(np.float32)
 for s in (5, 20, 60, 600):
     sf.write(os.path.join(out, f"mix_{s}.wav"), mix[: s * 8000], 8000, subtype="FLOAT")
 PY
-cargo build --release -q
-vb=./target/release/voxbrain
+cargo build --release "${cargo_flags[@]}" -q
+vb="$bin_dir"/voxbrain
 run() {  # run <name> <args...>: prints "<name> <wall s> <peak RSS MB>"
   local name=$1; shift
   /usr/bin/time -f "%e %M" -o "$tmp/time_$name" "$vb" separate --source "$tmp/model" \
