@@ -237,7 +237,6 @@ fn location_conv_train(
 
 /// The attention's weights for one training pass of the decoder's recurrence, each applied
 /// once per step (see [`StepLinear`]).
-#[derive(Clone)]
 pub(crate) struct AttnSteps {
     conv_loc: StepLinear,
     mlp_loc: StepLinear,
@@ -387,7 +386,8 @@ impl LocationAwareAttention {
         steps: Option<&AttnSteps>,
     ) -> Result<(Tensor, Tensor)> {
         let p = |t: &Tensor| param(t, train);
-        let conv = if train || steps.is_some() {
+        // `steps` come only with `train`.
+        let conv = if train {
             let step = steps.map(|s| &s.conv_loc);
             location_conv_train(&state.prev_attn, &p(&self.conv_loc), self.kernel_size, step)?
         } else {
@@ -403,11 +403,7 @@ impl LocationAwareAttention {
             Some(&self.mlp_dec.1),
             train,
         )?;
-        let energy = if !train
-            && steps.is_none()
-            && enc_states.device().is_cpu()
-            && dec_h.dtype() == DType::F32
-        {
+        let energy = if !train && enc_states.device().is_cpu() && dec_h.dtype() == DType::F32 {
             // One fused pass; the [B, T, attn_dim] sums are never stored.
             let dec_bias = dec_h.broadcast_add(&p(&self.mlp_loc.1))?;
             super::fused::location_energies(

@@ -8,6 +8,8 @@
 //! weight `[O, K]` times `x^T` `[K, B]` gives `y^T` `[O, B]`, and concatenating features is
 //! concatenating buffers. Weights are read in place through [`HostF32`], never copied.
 
+use std::sync::{Mutex, MutexGuard};
+
 use candle_core::{CpuStorage, Result, Storage, StorageRef, Tensor};
 
 /// The values of a contiguous f32 CPU storage (what custom ops' `cpu_fwd` receive); `what`
@@ -194,6 +196,20 @@ pub(crate) fn matmul_into_with(
         );
     }
     Ok(())
+}
+
+/// The state a custom op shares between its forward and backward passes, locked; `what` names
+/// the op in the error when a panic elsewhere poisoned it.
+pub(crate) fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned state")))
+}
+
+/// Whether `x [rows, in] @ w^T` is better run feature-major, as `(w x^T)^T`: with few rows
+/// against a large weight, the `gemm` crate re-packs a transposed weight on every call and runs
+/// at a third of its speed, while `w` in its stored layout needs no packing.
+pub(crate) fn few_rows_big_weight(rows: usize, weight_len: usize) -> bool {
+    rows <= 128 && weight_len >= 1 << 20
 }
 
 /// The transpose of a row-major `[rows, cols]` matrix, in tiles that stay in cache.

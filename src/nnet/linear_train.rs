@@ -3,7 +3,7 @@
 //! candle's `x.matmul(&w.t())` then `broadcast_add(b)` puts a Transpose node on the weight and a
 //! Broadcast node on the bias into the graph. Their backward passes copy a weight-sized
 //! gradient through a strided view and reduce the bias gradient through `[rows, out]` each time
-//! the layer is used (1.7 s of a 16 s fine-tuning step of the official ASR). [`linear`] gives
+//! the layer is used (1.6 s of a 16 s fine-tuning step of the official ASR). [`linear`] gives
 //! the weight gradient `dy^T x` straight in its `[out, in]` layout.
 //!
 //! [`StepLinear`] does more for a weight used once per step of a recurrence (the attentional
@@ -18,12 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul_into, storage_f32 as host, transpose, HostF32, View};
-
-/// With at most this many rows and a weight of at least [`BIG_WEIGHT`] values, products run
-/// feature-major (`W x^T`), the layout in which the `gemm` crate does not re-pack the weight.
-const FEW_ROWS: usize = 128;
-const BIG_WEIGHT: usize = 1 << 20;
+use super::gemm::{
+    few_rows_big_weight, lock, matmul_into, storage_f32 as host, transpose, HostF32, View,
+};
 
 /// Whether [`linear`] applies: CPU f32 with something to differentiate.
 pub(crate) fn applies(x: &Tensor, w: &Tensor) -> bool {
@@ -50,7 +47,6 @@ fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: LinearOp) -> Result<Ten
 /// before the first step, call [`StepLinear::forward`] at every step. Every step's output must
 /// feed the later steps (true of recurrent weights, not of a per-step output projection, which
 /// belongs after the loop as one [`linear`]).
-#[derive(Clone)]
 pub(crate) struct StepLinear {
     w: Tensor,
     b: Option<Tensor>,
@@ -63,7 +59,7 @@ struct Steps {
     created: usize,
     /// Each step's `(x, dy)`, in the order their backward passes ran.
     seen: Vec<(Tensor, Tensor)>,
-    /// `w^T`, row-major, copied at the first backward step for the input gradients.
+    /// `w^T`, row-major, copied at the first backward step that runs feature-major.
     wt: Option<Vec<f32>>,
     /// Set once the weight's gradient has been returned.
     done: bool,
@@ -85,7 +81,7 @@ impl StepLinear {
         let d_in = dims.pop().unwrap_or(0);
         let x2 = x.reshape(((), d_in))?;
         let index = {
-            let mut s = super::rnn_train::lock(&self.steps)?;
+            let mut s = lock(&self.steps, "linear-step-train")?;
             s.created += 1;
             s.created - 1
         };
@@ -106,7 +102,7 @@ struct LinearOp {
 fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, d_out: usize) -> Result<Vec<f32>> {
     let d_in = w.len() / d_out.max(1);
     let wv = View::rows(w, d_out, d_in, d_in);
-    if rows <= FEW_ROWS && w.len() >= BIG_WEIGHT {
+    if few_rows_big_weight(rows, w.len()) {
         let xt = transpose(x, rows, d_in);
         let mut yt = vec![0f32; d_out * rows];
         matmul_into(&mut yt, rows, wv, View::rows(&xt, d_in, rows, rows), false)?;
@@ -129,6 +125,30 @@ fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, d_out: usize) -
         b.is_some(),
     )?;
     Ok(y)
+}
+
+/// `dy w`: `[rows, in]` from `dy` `[rows, out]` and `w` `[out, in]`. Feature-major
+/// (`(w^T dy^T)^T`) when `wt`, a row-major copy of `w^T`, is given: with few rows that layout
+/// needs no re-packing of the weight.
+fn input_grad(
+    g: &[f32],
+    w: &[f32],
+    wt: Option<&[f32]>,
+    rows: usize,
+    d_out: usize,
+) -> Result<Vec<f32>> {
+    let d_in = w.len() / d_out.max(1);
+    if let Some(wt) = wt {
+        let gt = transpose(g, rows, d_out);
+        let mut v = vec![0f32; d_in * rows];
+        let wtv = View::rows(wt, d_in, d_out, d_out);
+        matmul_into(&mut v, rows, wtv, View::rows(&gt, d_out, rows, rows), false)?;
+        return Ok(transpose(&v, d_in, rows));
+    }
+    let mut v = vec![0f32; rows * d_in];
+    let gv = View::rows(g, rows, d_out, d_out);
+    matmul_into(&mut v, d_in, gv, View::rows(w, d_out, d_in, d_in), false)?;
+    Ok(v)
 }
 
 /// Column sums of a row-major `[rows, n]` matrix.
@@ -192,16 +212,7 @@ impl LinearOp {
         match &self.steps {
             None => {
                 if x.track_op() {
-                    let mut v = vec![0f32; rows * d_in];
-                    let wv = View::rows(wh.slice(), d_out, d_in, d_in);
-                    matmul_into(
-                        &mut v,
-                        d_in,
-                        View::rows(g.slice(), rows, d_out, d_out),
-                        wv,
-                        false,
-                    )?;
-                    dx = Some(v);
+                    dx = Some(input_grad(g.slice(), wh.slice(), None, rows, d_out)?);
                 }
                 if want_w {
                     let xh = HostF32::new(x, "linear input")?;
@@ -212,7 +223,7 @@ impl LinearOp {
                 }
             }
             Some((steps, index)) => {
-                let mut s = super::rnn_train::lock(steps)?;
+                let mut s = lock(steps, "linear-step-train")?;
                 if s.done {
                     candle_core::bail!(
                         "linear: step {index} ran backward after the first step (a step whose \
@@ -220,14 +231,12 @@ impl LinearOp {
                     );
                 }
                 if x.track_op() {
-                    // dx^T [in, rows] = w^T dy^T: feature-major against a row-major w^T.
-                    let wt =
-                        s.wt.get_or_insert_with(|| transpose(wh.slice(), d_out, d_in));
-                    let gt = transpose(g.slice(), rows, d_out);
-                    let mut v = vec![0f32; d_in * rows];
-                    let wtv = View::rows(wt, d_in, d_out, d_out);
-                    matmul_into(&mut v, rows, wtv, View::rows(&gt, d_out, rows, rows), false)?;
-                    dx = Some(transpose(&v, d_in, rows));
+                    // The copy of w^T serves every step (the same weight each time).
+                    let wt = few_rows_big_weight(rows, wh.slice().len()).then(|| {
+                        s.wt.get_or_insert_with(|| transpose(wh.slice(), d_out, d_in))
+                            .as_slice()
+                    });
+                    dx = Some(input_grad(g.slice(), wh.slice(), wt, rows, d_out)?);
                 }
                 s.seen.push((x.clone(), grad.clone()));
                 if *index == 0 {

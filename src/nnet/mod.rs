@@ -61,7 +61,7 @@ pub fn matmul_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     // per decoder step until the end of the backward pass (2.4 GB of the official ASR's 29
     // steps); `x @ weight^T` accumulates into one.
     let tracked = x.track_op() || weight.track_op();
-    if rows <= 128 && d_in * d_out >= 1 << 20 && x.device().is_cpu() && !tracked {
+    if gemm::few_rows_big_weight(rows, d_in * d_out) && x.device().is_cpu() && !tracked {
         return weight.matmul(&x.t()?.contiguous()?)?.t()?.contiguous();
     }
     x.matmul(&weight.t()?)

@@ -126,7 +126,7 @@ fn layer_train_cpu(cells: &[LstmCell], x: &Tensor) -> Result<(Tensor, Vec<(Tenso
     let op = super::rnn_train::LstmLayerSeq::default();
     let c_last = op.c_last.clone();
     let y = xw.apply_op2(&w, op)?;
-    let c = super::rnn_train::lock(&c_last)?
+    let c = super::gemm::lock(&c_last, "lstm-layer")?
         .take()
         .unwrap_or_else(|| vec![0f32; d * b * hidden]);
     let c = Tensor::from_vec(c, (d, b, hidden), x.device())?;

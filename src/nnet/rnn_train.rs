@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::gemm::{matmul_into_with, storage_f32, transpose, View};
+use super::gemm::{lock, matmul_into_with, storage_f32, transpose, View};
 use crate::fastmath::{self, simd_dispatch};
 
 /// The recurrence of one layer: `xw` `[B, T, D*4H]` (for each direction `d` its input
@@ -61,11 +61,6 @@ impl Dims {
             s
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| candle_core::Error::Msg("lstm-layer: poisoned state".into()))
 }
 
 /// Runs `f(direction, threads)` for each direction of a recurrent layer: side by side on one
@@ -308,8 +303,8 @@ impl CustomOp2 for LstmLayerSeq {
                 }
             }
         }
-        *lock(&self.c_last)? = Some(c_last);
-        *lock(&self.trace)? = Some(traces);
+        *lock(&self.c_last, "lstm-layer")? = Some(c_last);
+        *lock(&self.trace, "lstm-layer")? = Some(traces);
         Ok((CpuStorage::F32(out), Shape::from((b, t, d * h))))
     }
 
@@ -325,7 +320,7 @@ impl CustomOp2 for LstmLayerSeq {
         let dm = Dims { b, t, h, d };
         let w = w_hh.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let dy = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let traces = match lock(&self.trace)?.take() {
+        let traces = match lock(&self.trace, "lstm-layer")?.take() {
             Some(tr) => tr,
             // A second backward pass through the same graph: run the forward again.
             None => {

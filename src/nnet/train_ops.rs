@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::storage_f32 as host;
+use super::gemm::{storage_f32 as host, HostF32};
 use crate::fastmath::simd_dispatch;
 
 /// `leaky_relu(x, slope)` with autograd through one op (CPU f32; elsewhere candle's).
@@ -269,8 +269,12 @@ impl CustomOp3 for TanhOfSum {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (nb, t, n) = res.dims3()?;
-        let y = res.flatten_all()?.to_vec1::<f32>()?;
-        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let grad = grad.contiguous()?;
+        let (y, g) = (
+            HostF32::new(res, "tanh-of-sum")?,
+            HostF32::new(&grad, "tanh-of-sum")?,
+        );
+        let (y, g) = (y.slice(), g.slice());
         // dz = g (1 - y^2) is the gradient of a and c; b's sums it over the T axis.
         let mut dz = vec![0f32; y.len()];
         let mut db = vec![0f32; nb * n];
