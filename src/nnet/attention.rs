@@ -55,9 +55,45 @@ impl MultiheadAttention {
 
     /// Self-attention over `x` `[B, T, D]` (no masks); returns `[B, T, D]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_add(x, None, train)
+    }
+
+    /// `residual + forward(x)` (a transformer layer's skip connection; `residual` `[B, T, D]`),
+    /// fused into the output projection in eval mode on the CPU.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, hd) = (self.nhead, self.d_model / self.nhead);
-        debug_assert_eq!(d, self.d_model);
+        if d != self.d_model {
+            candle_core::bail!(
+                "MultiheadAttention: input width {d}, expected {}",
+                self.d_model
+            );
+        }
+        if !train {
+            // Eval: parameters are constants (`param` detaches them).
+            let p = [
+                &self.in_proj_weight,
+                &self.in_proj_bias,
+                &self.out_proj_weight,
+                &self.out_proj_bias,
+            ]
+            .map(|t| param(t, false));
+            if super::attention_eval::applies(x, &p.each_ref().map(Some)) {
+                return super::attention_eval::SelfAttention {
+                    in_w: &p[0],
+                    in_b: &p[1],
+                    out_w: &p[2],
+                    out_b: &p[3],
+                    nhead: h,
+                }
+                .forward_add(x, residual);
+            }
+        }
         let qkv = linear(
             x,
             &param(&self.in_proj_weight, train),
@@ -97,11 +133,15 @@ impl MultiheadAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, d))?;
-        linear(
+        let y = linear(
             &ctx,
             &param(&self.out_proj_weight, train),
             Some(&param(&self.out_proj_bias, train)),
-        )
+        )?;
+        match residual {
+            Some(r) => r + y,
+            None => Ok(y),
+        }
     }
 }
 
@@ -139,13 +179,41 @@ impl PositionalwiseFeedForward {
 
     /// Applies the block over the last dimension.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_add(x, None, train)
+    }
+
+    /// `residual + forward(x)` (a transformer layer's skip connection), fused in eval mode on
+    /// the CPU.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        if !train {
+            let p = [&self.w1, &self.b1, &self.w2, &self.b2].map(|t| param(t, false));
+            if super::attention_eval::applies(x, &p.each_ref().map(Some)) {
+                return super::attention_eval::FeedForward {
+                    w1: &p[0],
+                    b1: &p[1],
+                    w2: &p[2],
+                    b2: &p[3],
+                    activation: self.activation,
+                }
+                .forward_add(x, residual);
+            }
+        }
         let hdn = self.activation.forward(&linear(
             x,
             &param(&self.w1, train),
             Some(&param(&self.b1, train)),
         )?)?;
         let hdn = self.dropout.forward(&hdn, train)?;
-        linear(&hdn, &param(&self.w2, train), Some(&param(&self.b2, train)))
+        let y = linear(&hdn, &param(&self.w2, train), Some(&param(&self.b2, train)))?;
+        match residual {
+            Some(r) => r + y,
+            None => Ok(y),
+        }
     }
 }
 

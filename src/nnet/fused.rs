@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Resul
 use rayon::prelude::*;
 
 use super::gemm::HostData;
-use crate::fastmath::{self, lanes_max, lanes_sum, simd_dispatch};
+use crate::fastmath::{self, lanes_max, simd_dispatch};
 
 /// `max(x + bias[c], 0) * scale[c] + shift[c]` over `[B, C, T]` (per channel `c`): a
 /// convolution's bias, ReLU, then eval-mode BatchNorm (SpeechBrain's TDNN block order), in one
@@ -423,10 +423,27 @@ simd_dispatch!(pub(crate) fn softmax_row(row: &mut [f32]) => softmax_row_generic
 #[inline(always)]
 fn softmax_row_generic(row: &mut [f32]) {
     let max = lanes_max(row);
-    for v in row.iter_mut() {
-        *v = fastmath::exp(*v - max);
+    // exp and its sum in one pass, summed in the lanes (and order) of `lanes_sum`.
+    const L: usize = fastmath::L;
+    let mut acc = [0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        // chunks_exact_mut(L) yields slices of exactly L values: the conversion cannot fail.
+        let c: &mut [f32; L] = c.try_into().unwrap();
+        for l in 0..L {
+            c[l] = fastmath::exp(c[l] - max);
+            acc[l] += c[l];
+        }
     }
-    let inv = 1.0 / lanes_sum(row, row, |w, _| w);
+    let tail: f32 = chunks
+        .into_remainder()
+        .iter_mut()
+        .map(|v| {
+            *v = fastmath::exp(*v - max);
+            *v
+        })
+        .sum();
+    let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
     for v in row.iter_mut() {
         *v *= inv;
     }

@@ -3,6 +3,7 @@
 //! so the parameter names equal SpeechBrain's state_dict keys.
 
 pub mod attention;
+pub(crate) mod attention_eval;
 pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
@@ -38,6 +39,10 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let x2 = x.reshape((rows, d_in))?;
     let y = if linear_train::applies(&x2, weight) {
         linear_train::linear(&x2, weight, bias)?
+    } else if attention_eval::applies(&x2, &[Some(weight), bias])
+        && !gemm::few_rows_big_weight(rows, d_in * d_out)
+    {
+        attention_eval::linear(&x2, weight, bias)?
     } else {
         let y = matmul_wt(&x2, weight)?;
         match bias {

@@ -69,11 +69,24 @@ impl TransformerEncoderLayer {
 
     /// `src` `[B, T, D]` -> `[B, T, D]`.
     pub fn forward(&self, src: &Tensor, train: bool) -> Result<Tensor> {
-        if self.normalize_before {
+        if self.normalize_before && !train {
+            // Eval (dropout is the identity): the skip connections fuse into the products.
+            let src = self
+                .self_att
+                .forward_add(&self.norm1.forward(src)?, Some(src), false)?;
+            self.pos_ffn
+                .forward_add(&self.norm2.forward(&src)?, Some(&src), false)
+        } else if self.normalize_before {
             let att = self.self_att.forward(&self.norm1.forward(src)?, train)?;
             let src = (src + self.dropout1.forward(&att, train)?)?;
             let ffn = self.pos_ffn.forward(&self.norm2.forward(&src)?, train)?;
             src + self.dropout2.forward(&ffn, train)?
+        } else if !train {
+            let src = self
+                .norm1
+                .forward(&self.self_att.forward_add(src, Some(src), false)?)?;
+            self.norm2
+                .forward(&self.pos_ffn.forward_add(&src, Some(&src), false)?)
         } else {
             let att = self.self_att.forward(src, train)?;
             let src = self
