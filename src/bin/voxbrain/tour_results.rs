@@ -1,5 +1,5 @@
-//! The tour's model steps on real recorded speech (a LibriVox reader and a CMU Sphinx test
-//! speaker, built into the binary): speaker verification and the PCA figure, ASR against the
+//! The tour's model steps on real recorded speech (a LibriVox reader, J. F. Kennedy and a CMU
+//! Sphinx test speaker, built into the binary): speaker verification and the PCA figure, ASR against the
 //! oracle transcripts, separation of a mixture of the two with SI-SNRi, and a short
 //! fine-tuning run. Each step adds its figures to `summary.json`, and only when its model is
 //! real: a seeded model's output is shown as a pipeline check, never as a result.
@@ -172,7 +172,7 @@ pub fn separation(
     record_model(s, "separation", &src);
     let sr = sep.sample_rate();
     let first = |spk: &str| utts.iter().find(|u| u.speaker == spk).or(utts.first());
-    let (a, b) = (first("librivox_austen"), first("cmu_cards"));
+    let (a, b) = (first("librivox_austen"), first("jfk_inaugural"));
     let (Some(a), Some(b)) = (a, b) else {
         return Ok(());
     };
