@@ -30,6 +30,7 @@ TARGETS = {
     "asr": "fixtures_asr",
     "wer": "fixtures_wer",
     "finetune": "fixtures_finetune",
+    "separation_train": "fixtures_separation_train",
 }
 
 

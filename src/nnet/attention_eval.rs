@@ -246,19 +246,9 @@ impl FeedForward<'_> {
 mod tests {
     use super::*;
     use crate::nnet::attention::MultiheadAttention;
+    use crate::nnet::fused::tests::max_diff;
     use candle_core::{Device, Var};
     use candle_nn::{VarBuilder, VarMap};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn host_attention_equals_candle_composition() -> Result<()> {

@@ -4,11 +4,15 @@
 //!
 //! [`nll_loss`] is made of candle ops (autograd for free); [`ctc_loss`] runs the CTC
 //! forward-backward recursions on the host in f64 and hands candle the gradient through a
-//! custom op, since candle has no CTC.
+//! custom op, since candle has no CTC. The separation loss [`get_si_snr_with_pitwrapper`]
+//! (negative SI-SNR under the best permutation) is candle ops too.
 
 use candle_core::{DType, Tensor, D};
 
 use super::ctc::{ctc_forward_backward, CtcOp};
+pub use super::pit::{
+    get_si_snr_with_pitwrapper, pit_si_snr_loss, si_snr_loss_matrix, EPS as SI_SNR_EPS,
+};
 
 /// How per-position losses are reduced (SpeechBrain's `reduction` argument).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,6 +14,7 @@ pub mod linear;
 pub(crate) mod linear_train;
 pub mod losses;
 pub mod normalization;
+pub(crate) mod pit;
 pub mod pooling;
 pub mod rnn;
 pub mod rnn_decoder;
