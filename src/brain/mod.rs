@@ -14,6 +14,7 @@ pub mod modules;
 pub mod optim;
 pub mod recipe;
 pub mod schedulers;
+pub mod separation;
 
 use std::path::{Path, PathBuf};
 

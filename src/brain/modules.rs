@@ -11,9 +11,11 @@ use indexmap::IndexMap;
 use super::checkpoints::{CheckpointError, Recoverable};
 use super::optim::NamedParam;
 
-/// Buffers, not parameters: BatchNorm's running statistics are saved but never optimized.
+/// Buffers, not parameters: BatchNorm's running statistics and positional-encoding tables are
+/// saved but never optimized.
 fn is_buffer(key: &str) -> bool {
     key.ends_with("running_mean")
+        || key.ends_with("pos_enc.pe")
         || key.ends_with("running_var")
         || key.ends_with("num_batches_tracked")
 }

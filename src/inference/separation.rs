@@ -107,6 +107,11 @@ impl SepformerSeparation {
         &self.hparams
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The model.
     pub fn model(&self) -> &Sepformer {
         &self.model
