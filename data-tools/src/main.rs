@@ -97,6 +97,11 @@ enum Command {
         /// Text file with one sentence per line (default: Harvard sentences).
         #[arg(long)]
         text: Option<PathBuf>,
+        /// Speakers' voices instead of the built-in eight, comma-separated
+        /// `voice+variant[:wpm[:pitch]]`, e.g. "en-us+m1:150:40,en-gb+f5" (see `espeak-ng
+        /// --voices` and its variants m1-m7, f1-f5, ...).
+        #[arg(long, value_delimiter = ',')]
+        voices: Vec<String>,
     },
     /// Make two-speaker mixtures (+ the scaled sources) from a LibriSpeech-style corpus, with
     /// a manifest (mixtures.json / mixtures.csv).
@@ -210,7 +215,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             sample_rate,
             seed,
             text,
+            voices,
         } => {
+            let voices = voices
+                .iter()
+                .map(|v| synth::parse_voice(v))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let sentences = match text {
                 Some(p) => std::fs::read_to_string(&p)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
@@ -229,6 +239,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 sample_rate,
                 seed,
                 sentences,
+                voices,
             })?;
             println!("{}: {n} utterances by {speakers} speakers", out.display());
         }

@@ -35,14 +35,16 @@ pub const SENTENCES: &[&str] = &[
     "A pot of tea helps to pass the evening.",
 ];
 
-/// (voice+variant, words per minute, pitch 0-99): distinct "speakers".
+/// (voice+variant, words per minute, pitch 0-99): distinct "speakers". espeak-ng 1.51
+/// ignores a variant after `en-gb` (and `en-gb-x-gbclan`): `en-gb+f3` sounds as plain `en-gb`,
+/// so the British variants are spelled `en+...`.
 pub const VOICES: &[(&str, u32, u32)] = &[
     ("en-us+m3", 160, 45),
-    ("en-gb+f3", 150, 60),
+    ("en+f3", 150, 60),
     ("en-us+m7", 135, 30),
     ("en-gb-scotland+f2", 170, 55),
     ("en-us+f4", 145, 70),
-    ("en-gb+m5", 155, 40),
+    ("en+m5", 155, 40),
     ("en-029+f1", 165, 65),
     ("en-gb-x-rp+m1", 140, 35),
 ];
@@ -57,6 +59,30 @@ pub struct SynthOptions {
     pub sample_rate: u32,
     pub seed: u64,
     pub sentences: Vec<String>,
+    /// Speakers' voices `(voice+variant, wpm, pitch)`; empty: [`VOICES`]. A recipe trains on
+    /// some and tests on others, so its test speakers are voices it never heard.
+    pub voices: Vec<(String, u32, u32)>,
+}
+
+/// Parses `voice[:wpm[:pitch]]` (e.g. `en-us+m1:150:40`); wpm defaults to 150, pitch to 50.
+pub fn parse_voice(spec: &str) -> Result<(String, u32, u32)> {
+    let mut parts = spec.trim().split(':');
+    let voice = parts.next().filter(|v| !v.is_empty());
+    let Some(voice) = voice else {
+        bail!("empty voice in {spec:?}");
+    };
+    let num = |p: Option<&str>, default: u32, what: &str| -> Result<u32> {
+        p.map_or(Ok(default), |x| {
+            x.parse()
+                .with_context(|| format!("voice {spec:?}: {what} {x:?} is not a number"))
+        })
+    };
+    let wpm = num(parts.next(), 150, "words per minute")?;
+    let pitch = num(parts.next(), 50, "pitch")?;
+    if parts.next().is_some() || !(80..=450).contains(&wpm) || pitch > 99 {
+        bail!("voice {spec:?}: expected voice[:wpm 80-450[:pitch 0-99]]");
+    }
+    Ok((voice.to_string(), wpm, pitch))
 }
 
 /// LibriSpeech's transcript style: upper case, letters, digits and apostrophes.
@@ -131,10 +157,19 @@ pub fn synth(opts: &SynthOptions) -> Result<usize> {
     let tmpdir = tempfile::tempdir().context("creating a temporary directory")?;
     let tmp = tmpdir.path().join("utt.wav");
     let mut sentence = 0usize;
+    let voices: Vec<(String, u32, u32)> = if opts.voices.is_empty() {
+        VOICES
+            .iter()
+            .map(|&(v, w, p)| (v.to_string(), w, p))
+            .collect()
+    } else {
+        opts.voices.clone()
+    };
     for s in 0..opts.speakers {
-        let (voice, speed, pitch) = VOICES[s % VOICES.len()];
+        let (voice, speed, pitch) = &voices[s % voices.len()];
+        let (voice, speed) = (voice.as_str(), *speed);
         // Beyond the voice list, speakers reuse a voice at another pitch.
-        let pitch = (pitch + 13 * (s / VOICES.len()) as u32) % 100;
+        let pitch = (pitch + 13 * (s / voices.len()) as u32) % 100;
         let spk = 100 + s;
         for c in 0..opts.chapters {
             let chapter = 1000 + 10 * s + c;

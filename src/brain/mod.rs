@@ -15,6 +15,7 @@ pub mod optim;
 pub mod recipe;
 pub mod schedulers;
 pub mod separation;
+pub mod separation_recipe;
 
 use std::path::{Path, PathBuf};
 

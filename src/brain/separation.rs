@@ -158,17 +158,20 @@ impl Brain for Separation {
 
 /// The recipe's data pipeline over a manifest with `mix_wav`, `s1_wav`, `s2_wav` columns
 /// (SpeechBrain's WSJ0-2mix CSV layout; `.csv` by extension, else the tutorial's JSON):
-/// each file read as `mix_sig`, `s1_sig`, `s2_sig`.
+/// each file read as `mix_sig`, `s1_sig`, `s2_sig`. `{data_root}` in paths is the manifest's
+/// folder (`voxbrain-data mix` writes its manifests that way).
 ///
 /// ```no_run
 /// let ds = voxbrain::brain::separation::separation_dataset("train.csv".as_ref())?;
 /// # Ok::<(), voxbrain::brain::BrainError>(())
 /// ```
 pub fn separation_dataset(manifest: &Path) -> Result<DynamicItemDataset, BrainError> {
+    let root = manifest.parent().unwrap_or(Path::new("."));
+    let repl = [("data_root".to_string(), root.display().to_string())].into();
     let mut ds = if manifest.extension().is_some_and(|e| e == "csv") {
-        DynamicItemDataset::from_csv(manifest, &Default::default())?
+        DynamicItemDataset::from_csv(manifest, &repl)?
     } else {
-        DynamicItemDataset::from_json(manifest, &Default::default())?
+        DynamicItemDataset::from_json(manifest, &repl)?
     };
     for (file, sig) in [
         ("mix_wav", "mix_sig"),

@@ -7,6 +7,7 @@ mod separate;
 mod speaker;
 mod tour;
 mod tour_results;
+mod train_separation;
 mod transcribe;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Command {
     /// Fine-tune an encoder-decoder ASR model on a manifest (the tutorial's EncDecFineTune
     /// with Brain.fit): checkpoints, resumable, writes the model in SpeechBrain's layout.
     Finetune(finetune::FinetuneArgs),
+    /// Train a SepFormer from scratch with SpeechBrain's separation recipe (PIT SI-SNR) from
+    /// one hyperparams.yaml: checkpoints, resumable, writes the model in SpeechBrain's layout.
+    TrainSeparation(train_separation::TrainSeparationArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Separate(a) => separate::run(a),
         Command::Transcribe(a) => transcribe::run(a),
         Command::Finetune(a) => finetune::run(a),
+        Command::TrainSeparation(a) => train_separation::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

@@ -7,6 +7,7 @@
 mod config;
 mod dual_path;
 mod encoder;
+mod init;
 
 use std::path::Path;
 

@@ -1,0 +1,148 @@
+//! Fresh SepFormer parameters as PyTorch initialises the same modules, for training from
+//! scratch (candle's `VarBuilder` starts every variable at zero): Conv1d/Conv2d/Linear/
+//! ConvTranspose1d weights and biases uniform in `±1/sqrt(fan_in)` (torch's
+//! `kaiming_uniform_(a=sqrt(5))` and its bias rule), `MultiheadAttention`'s `in_proj_weight`
+//! Xavier-uniform with zero `in_proj_bias` / `out_proj.bias`, norms at weight 1 and bias 0,
+//! PReLU at 0.25. The positional-encoding tables are left as they are. Seeded: the same seed
+//! gives the same model.
+
+use candle_core::{Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Sepformer;
+
+/// torch's `fan_in` of a weight: every dimension after the first (input channels times the
+/// kernel; for ConvTranspose1d's `[in, out, k]` that is `out * k`, as torch computes it).
+fn fan_in(shape: &[usize]) -> usize {
+    shape[1..].iter().product::<usize>().max(1)
+}
+
+impl Sepformer {
+    /// Re-initialises every parameter as PyTorch would for a fresh model (see the module
+    /// docs), from `seed`.
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// # let hp = voxbrain::pretrained::hparams::Hparams::from_file(
+    /// #     "tests/fixtures/separation/model_small/hyperparams.yaml", None).unwrap();
+    /// let cfg = voxbrain::lobes::sepformer::SepformerConfig::from_hparams(&hp).unwrap();
+    /// let model = voxbrain::lobes::sepformer::Sepformer::new(cfg, &Device::Cpu)?;
+    /// model.init_like_torch(0)?;
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
+    pub fn init_like_torch(&self, seed: u64) -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Poisoned only if another thread panicked holding it: then panicking is right.
+        let data = self.varmap().data().lock().expect("VarMap lock poisoned");
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort(); // HashMap order is random: sort for a reproducible draw order
+        for name in names {
+            let var = &data[name];
+            let shape = var.dims().to_vec();
+            let n: usize = shape.iter().product();
+            let constant = |v: f32| vec![v; n];
+            let mut uniform = |bound: f64| -> Vec<f32> {
+                (0..n)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect()
+            };
+            let values = if name.ends_with("pos_enc.pe") {
+                continue;
+            } else if name.ends_with("in_proj_weight") {
+                let (fan_out, fan_in) = (shape[0], shape[1]);
+                uniform((6.0 / (fan_in + fan_out) as f64).sqrt())
+            } else if name.ends_with("in_proj_bias") || name.ends_with("out_proj.bias") {
+                constant(0.0)
+            } else if name.contains("prelu") {
+                constant(0.25)
+            } else if name.contains("norm") {
+                constant(if name.ends_with("weight") { 1.0 } else { 0.0 })
+            } else if shape.len() >= 2 {
+                uniform(1.0 / (fan_in(&shape) as f64).sqrt())
+            } else {
+                // A bias: torch's bound comes from its layer's weight.
+                let weight = name
+                    .strip_suffix("bias")
+                    .map(|p| format!("{p}weight"))
+                    .and_then(|w| data.get(&w).map(|v| v.dims().to_vec()));
+                match weight {
+                    Some(w) if w.len() >= 2 => uniform(1.0 / (fan_in(&w) as f64).sqrt()),
+                    _ => constant(0.0),
+                }
+            };
+            var.set(&Tensor::from_vec(values, shape.as_slice(), var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lobes::sepformer::SepformerConfig;
+    use crate::pretrained::hparams::Hparams;
+    use candle_core::Device;
+
+    #[test]
+    fn torch_like_init_follows_the_rules_and_the_seed() -> Result<()> {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let hp = Hparams::from_file(
+            format!("{dir}/tests/fixtures/separation/model_small/hyperparams.yaml"),
+            None,
+        )
+        .unwrap();
+        let cfg = SepformerConfig::from_hparams(&hp).unwrap();
+        let (a, b) = (
+            Sepformer::new(cfg.clone(), &Device::Cpu)?,
+            Sepformer::new(cfg, &Device::Cpu)?,
+        );
+        let pe_before = a
+            .varmap()
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.ends_with("pos_enc.pe"))
+            .map(|(_, v)| v.as_tensor().copy())
+            .unwrap()?;
+        a.init_like_torch(7)?;
+        b.init_like_torch(7)?;
+        let va = a.varmap().data().lock().unwrap();
+        let vb = b.varmap().data().lock().unwrap();
+        for (name, var) in va.iter() {
+            let x = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(
+                x,
+                vb[name].as_tensor().flatten_all()?.to_vec1::<f32>()?,
+                "{name}: seeded"
+            );
+            let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if name.ends_with("pos_enc.pe") {
+                let pe = pe_before.flatten_all()?.to_vec1::<f32>()?;
+                assert_eq!(x, pe, "positional table untouched");
+            } else if name == "masknet.prelu.weight" {
+                assert_eq!(x, vec![0.25]);
+            } else if name.contains("norm") && name.ends_with("weight") {
+                assert!(x.iter().all(|&v| v == 1.0), "{name}");
+            } else if name.ends_with("_proj_bias")
+                || name.ends_with("out_proj.bias")
+                || name.contains("norm")
+            {
+                assert!(x.iter().all(|&v| v == 0.0), "{name}");
+            } else if name == "encoder.conv1d.weight" {
+                // Conv1d(1, 32, 16): fan_in 16, bound 0.25; 512 draws reach close to it.
+                assert!(max <= 0.25 && max > 0.2, "{name}: {max}");
+            } else if name.ends_with("in_proj_weight") {
+                // Xavier over [96, 32]: sqrt(6 / 128).
+                assert!(
+                    max <= (6.0f32 / 128.0).sqrt() && max > 0.15,
+                    "{name}: {max}"
+                );
+            } else {
+                assert!(max > 0.0, "{name} left at zero");
+            }
+        }
+        Ok(())
+    }
+}
