@@ -202,3 +202,21 @@ pub fn synth(opts: &SynthOptions) -> Result<usize> {
     bar.finish_and_clear();
     Ok(total)
 }
+
+#[cfg(test)]
+mod voice_tests {
+    use super::parse_voice;
+
+    #[test]
+    fn voices_parse_with_defaults_and_reject_nonsense() {
+        assert_eq!(
+            parse_voice("en-us+m1:140:30").unwrap(),
+            ("en-us+m1".into(), 140, 30)
+        );
+        assert_eq!(parse_voice("en+f5").unwrap(), ("en+f5".into(), 150, 50));
+        for bad in ["", ":150", "en:fast", "en:150:120", "en:20", "en:150:40:1"] {
+            let e = parse_voice(bad).unwrap_err().to_string();
+            assert!(e.contains("voice"), "{bad}: {e}");
+        }
+    }
+}
