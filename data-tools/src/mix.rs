@@ -4,7 +4,8 @@
 //! rate, cuts them to the shorter one ("min" mode), scales the second so that the first is
 //! `snr` dB above it, and sums them. If anything would clip, all three signals are scaled by
 //! the same factor. Writes `mix/`, `s1/`, `s2/` 16-bit wavs and a manifest
-//! (`mixtures.json`, SpeechBrain's shape, paths as `{data_root}/...`, plus `mixtures.csv`).
+//! (`mixtures.json`, SpeechBrain's shape, paths as `{data_root}/...`, plus `mixtures.csv` with
+//! `$data_root/...`, the placeholder SpeechBrain's CSV loader replaces).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ pub struct MixOptions {
 /// One manifest row.
 struct MixRow {
     id: String,
-    /// mix, s1, s2 paths (`{data_root}/...`).
+    /// mix, s1, s2 paths relative to the output folder.
     wavs: [String; 3],
     seconds: f64,
     spk1: String,
@@ -134,7 +135,7 @@ pub fn mix(opts: &MixOptions) -> Result<usize> {
                 &Waveform::mono(sig, opts.sample_rate),
                 WavFormat::Int16,
             )?;
-            rel.push((format!("{{data_root}}/{dir}/{id}.wav"), n));
+            rel.push((format!("{dir}/{id}.wav"), n));
         }
         let secs = rel[0].1 as f64 / opts.sample_rate as f64;
         rows.push(MixRow {
@@ -145,23 +146,43 @@ pub fn mix(opts: &MixOptions) -> Result<usize> {
             spk2: format!("speaker_{}", spk[j]),
         });
     }
+    // JSON manifests use `{data_root}` (str.format_map), CSV ones `$data_root` (load_data_csv).
+    write_manifest(
+        &frame(&rows, opts.snr, "{data_root}")?,
+        opts.out.join("mixtures.json"),
+        ManifestFormat::Json,
+    )?;
+    write_manifest(
+        &frame(&rows, opts.snr, "$data_root")?,
+        opts.out.join("mixtures.csv"),
+        ManifestFormat::Csv,
+    )?;
+    Ok(rows.len())
+}
+
+/// The manifest of `rows`, paths under `root` (the data-root placeholder).
+fn frame(rows: &[MixRow], snr: f64, root: &str) -> Result<DataFrame> {
     let strings = |name: &str, f: fn(&MixRow) -> &str| {
         Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
     };
-    let df = DataFrame::new_infer_height(vec![
+    let path = |name: &str, i: usize| {
+        let v: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{root}/{}", r.wavs[i]))
+            .collect();
+        Column::new(name.into(), v)
+    };
+    Ok(DataFrame::new_infer_height(vec![
         strings("id", |r| &r.id),
-        strings("mix_wav", |r| &r.wavs[0]),
-        strings("s1_wav", |r| &r.wavs[1]),
-        strings("s2_wav", |r| &r.wavs[2]),
+        path("mix_wav", 0),
+        path("s1_wav", 1),
+        path("s2_wav", 2),
         Column::new(
             "length".into(),
             rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
         ),
-        Column::new("snr".into(), vec![opts.snr; rows.len()]),
+        Column::new("snr".into(), vec![snr; rows.len()]),
         strings("spk1", |r| &r.spk1),
         strings("spk2", |r| &r.spk2),
-    ])?;
-    write_manifest(&df, opts.out.join("mixtures.json"), ManifestFormat::Json)?;
-    write_manifest(&df, opts.out.join("mixtures.csv"), ManifestFormat::Csv)?;
-    Ok(rows.len())
+    ])?)
 }

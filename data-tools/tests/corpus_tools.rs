@@ -182,5 +182,15 @@ fn mix_makes_two_speaker_mixtures_with_a_manifest() {
         let snr = 10.0 * (pw(&a) / pw(&b)).log10();
         assert!((snr + 2.5).abs() < 0.1, "snr {snr}");
     }
-    assert!(out.join("mixtures.csv").is_file());
+    // The CSV twin resolves through SpeechBrain's `$data_root` to the same files.
+    let mut csv =
+        voxbrain::dataio::DynamicItemDataset::from_csv(out.join("mixtures.csv"), &repl).unwrap();
+    assert_eq!(csv.len(), 3);
+    csv.set_output_keys(&["id", "mix_wav"]);
+    ds.set_output_keys(&["id", "mix_wav"]);
+    for i in 0..3 {
+        let (c, j) = (csv.get(i).unwrap(), ds.get(i).unwrap());
+        assert_eq!(c.str("mix_wav").unwrap(), j.str("mix_wav").unwrap());
+        assert!(Path::new(c.str("mix_wav").unwrap()).is_file());
+    }
 }
