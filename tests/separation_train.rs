@@ -137,7 +137,8 @@ fn sepformer_learns_resumes_and_exports() {
     // Export in SpeechBrain's layout, load it back, separate the same mixture.
     let out = dir.path().join("model");
     let yaml = fixture("separation/model_small/hyperparams.yaml");
-    full.export(&yaml, &out).unwrap();
+    full.export(&std::fs::read_to_string(&yaml).unwrap(), &out)
+        .unwrap();
     for f in [
         "hyperparams.yaml",
         "encoder.ckpt",
@@ -230,6 +231,10 @@ fn train_separation_cli_trains_exports_and_scores() {
     let model =
         SepformerSeparation::from_hparams(out.join("model").to_str().unwrap(), &opts).unwrap();
     assert_eq!(model.num_spks(), 2);
+    // The exported yaml is the one the model was trained with, overrides included.
+    let yaml = std::fs::read_to_string(out.join("model/hyperparams.yaml")).unwrap();
+    assert!(yaml.contains("\nnumber_of_epochs: 2\n") && yaml.contains("\nbatch_size: 2\n"));
+    assert!(!yaml.contains("number_of_epochs: 30"));
 
     // Same folder, four epochs: resumes after epoch 2 (only epochs 3 and 4 are run).
     let second = run(4);

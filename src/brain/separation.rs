@@ -24,7 +24,10 @@ pub struct Separation {
     /// The model being trained.
     pub model: SepformerSeparation,
     /// SpeechBrain's `threshold_byloss` / `threshold` (the recipes: -30 dB of loss, i.e. an
-    /// SI-SNR of 30 dB): in training, only utterances whose loss is above it count.
+    /// SI-SNR of 30 dB): in training, only utterances whose loss is above it count. When none
+    /// is left, SpeechBrain skips the batch's update; here the batch then counts whole (the
+    /// trainer has no way to skip from the loss; only a batch separated better than 30 dB
+    /// throughout gets there).
     pub threshold_byloss: Option<f64>,
     /// `(epoch, train SI-SNR dB, valid SI-SNR dB)` of each finished epoch (SI-SNR = -loss).
     pub epoch_stats: Vec<(usize, f64, Option<f64>)>,
@@ -50,10 +53,10 @@ impl Separation {
     }
 
     /// Writes the model in SpeechBrain's layout into `dir` (one `.ckpt` per module, keys as
-    /// SpeechBrain's state_dicts, positional-encoding buffers included) with `hyperparams` as
-    /// its `hyperparams.yaml`. Written beside its final place and renamed: a crash leaves no
-    /// half model.
-    pub fn export(&self, hyperparams: &Path, dir: &Path) -> Result<(), BrainError> {
+    /// SpeechBrain's state_dicts, positional-encoding buffers included) with `hyperparams_yaml`
+    /// (the text the model was built from) as its `hyperparams.yaml`. Written beside its final
+    /// place and renamed: a crash leaves no half model.
+    pub fn export(&self, hyperparams_yaml: &str, dir: &Path) -> Result<(), BrainError> {
         let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
         let tmp = crate::fsutil::temp_dir_beside(dir).map_err(|e| io(dir, e))?;
         for name in ["encoder", "masknet", "decoder"] {
@@ -64,9 +67,8 @@ impl Separation {
             )
             .map_err(|e| BrainError::Config(e.to_string()))?;
         }
-        let bytes = std::fs::read(hyperparams).map_err(|e| io(hyperparams, e))?;
         let dst = tmp.path().join("hyperparams.yaml");
-        crate::fsutil::write_atomic(&dst, &bytes).map_err(|e| io(&dst, e))?;
+        crate::fsutil::write_atomic(&dst, hyperparams_yaml.as_bytes()).map_err(|e| io(&dst, e))?;
         crate::fsutil::publish_dir(tmp, dir).map_err(|e| io(dir, e))
     }
 }

@@ -17,7 +17,7 @@ use super::separation::{separation_dataset, Separation};
 use super::{Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, OptimizerKind};
 use crate::dataio::{DataLoaderOptions, DynamicItemDataset};
 use crate::inference::separation::SepformerSeparation;
-use crate::pretrained::hparams::Hparams;
+use crate::pretrained::hparams::{Hparams, Kwargs};
 use crate::pretrained::Pretrained;
 
 /// Settings of [`train_separation`].
@@ -50,20 +50,6 @@ pub struct SeparationReport {
     pub model_dir: PathBuf,
 }
 
-fn key<T>(
-    hp: &Hparams,
-    name: &str,
-    default: T,
-    get: impl Fn(&crate::pretrained::hparams::Value) -> Option<T>,
-) -> Result<T, BrainError> {
-    match hp.get(name) {
-        None => Ok(default),
-        Some(v) => get(v).ok_or_else(|| {
-            BrainError::Config(format!("{}: `{name}` has the wrong type", hp.origin()))
-        }),
-    }
-}
-
 /// Trains, exports and evaluates the recipe `cfg` (resuming from `OUT/save` if a checkpoint
 /// is there).
 pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, BrainError> {
@@ -71,18 +57,24 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     std::fs::create_dir_all(out).map_err(|e| BrainError::Io(out.clone(), e))?;
     let _lock = crate::fsutil::DirLock::acquire(out, "a separation training run")
         .map_err(|e| BrainError::Io(out.clone(), e))?;
-    let hp = Hparams::from_file(&cfg.hparams, cfg.overrides.as_deref())
+    let text = std::fs::read_to_string(&cfg.hparams)
+        .map_err(|e| BrainError::Io(cfg.hparams.clone(), e))?;
+    let origin = cfg.hparams.display().to_string();
+    let hp = Hparams::from_str(&text, &origin, cfg.overrides.as_deref())
         .map_err(|e| BrainError::Config(e.to_string()))?;
-    let as_usize =
-        |v: &crate::pretrained::hparams::Value| v.as_i64().and_then(|i| usize::try_from(i).ok());
-    let seed = key(&hp, "seed", 1234u64, |v| v.as_i64().map(|i| i as u64))?;
-    let epochs = key(&hp, "number_of_epochs", 10, as_usize)?;
-    let batch_size = key(&hp, "batch_size", 1, as_usize)?.max(1);
-    let lr = key(&hp, "lr", 1.5e-4, |v| v.as_f64())?;
-    let clip = key(&hp, "clip_grad_norm", 5.0, |v| v.as_f64())?;
-    let by_loss = key(&hp, "threshold_byloss", true, |v| v.as_bool())?;
-    let threshold = key(&hp, "threshold", -30.0, |v| v.as_f64())?;
-    let ckpt_minutes = key(&hp, "ckpt_interval_minutes", 5.0, |v| v.as_f64())?;
+    // The exported model's yaml must be the one it was built from, overrides included.
+    let model_yaml = with_overrides(&text, cfg.overrides.as_deref())
+        .map_err(|e| BrainError::Config(format!("--overrides: {e}")))?;
+    let kw = Kwargs::top_level(&hp);
+    let bad = |e: String| BrainError::Config(format!("{}: {e}", cfg.hparams.display()));
+    let seed = kw.usize("seed", 1234).map_err(bad)? as u64;
+    let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
+    let batch_size = kw.usize("batch_size", 1).map_err(bad)?.max(1);
+    let lr = kw.f64("lr", 1.5e-4).map_err(bad)?;
+    let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
+    let by_loss = kw.bool("threshold_byloss", true).map_err(bad)?;
+    let threshold = kw.f64("threshold", -30.0).map_err(bad)?;
+    let ckpt_minutes = kw.f64("ckpt_interval_minutes", 5.0).map_err(bad)?;
 
     crate::runtime::tune_allocator();
     let mut model = SepformerSeparation::build(&hp, &Device::Cpu)
@@ -118,7 +110,7 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
         loader,
     )?;
     let model_dir = out.join("model");
-    brain.export(&cfg.hparams, &model_dir)?;
+    brain.export(&model_yaml, &model_dir)?;
     brain.model.model_mut().set_train(false);
     let test_si_snri = match &cfg.test {
         Some(t) => Some(evaluate(
@@ -133,6 +125,37 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
         test_si_snri,
         model_dir,
     })
+}
+
+/// `text` with each top-level `key: value` of `overrides` written in place of the file's own
+/// line for that key (or appended): the yaml a trained model is exported with. Nested
+/// overrides cannot be written back this way and are refused (they would leave a yaml that
+/// does not describe the checkpoints).
+fn with_overrides(text: &str, overrides: Option<&str>) -> Result<String, String> {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    for o in overrides.unwrap_or("").lines() {
+        if o.trim().is_empty() || o.trim_start().starts_with('#') {
+            continue;
+        }
+        // `key: value` at column 0 (a leading space or a dot fails the character check).
+        let (key, value) = o.split_once(':').unwrap_or((o, ""));
+        let plain = !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !value.trim().is_empty();
+        if !plain {
+            return Err(format!(
+                "only top-level `key: value` overrides are supported, not {o:?}"
+            ));
+        }
+        let prefix = format!("{key}:");
+        match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
+            Some(l) => *l = o.to_string(),
+            None => lines.push(o.to_string()),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
 }
 
 /// SI-SNR improvement (dB, best permutation) of every mixture of `ds`, written to `path`;
@@ -172,4 +195,23 @@ pub fn evaluate(
         .map_err(|e| BrainError::Io(path.to_path_buf(), e))?;
     tracing::info!("test SI-SNRi {mean:.2} dB over {} mixtures", rows.len());
     Ok(mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_overrides;
+
+    #[test]
+    fn overrides_are_written_into_the_exported_yaml() {
+        let yaml = "# c\nseed: 1\nnumber_of_epochs: 30\nEnc: !new:a.B\n  n: 3\n";
+        let got = with_overrides(yaml, Some("number_of_epochs: 2\nlr: 0.01")).unwrap();
+        assert_eq!(
+            got,
+            "# c\nseed: 1\nnumber_of_epochs: 2\nEnc: !new:a.B\n  n: 3\nlr: 0.01\n"
+        );
+        assert_eq!(with_overrides(yaml, None).unwrap(), yaml);
+        for bad in ["Enc:\n  n: 4", "  n: 4", "Enc:", "a.b: 1"] {
+            assert!(with_overrides(yaml, Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,10 @@
-//! Typed access to the keyword arguments of a `!new:` object, with errors that name the
-//! argument (what every model builder needs).
+//! Typed access to the keyword arguments of a `!new:` object, or to a file's top-level keys
+//! (a recipe's `number_of_epochs`, `lr`, ...), with errors that name the argument (what every
+//! model builder and recipe needs).
 
-use super::{Object, Value};
+use indexmap::IndexMap;
+
+use super::{Hparams, Object, Value};
 
 /// The keyword arguments of an [`Object`], read with defaults; unknown names can be rejected
 /// with [`Kwargs::check_known`].
@@ -13,21 +16,36 @@ use super::{Object, Value};
 /// assert_eq!(kw.usize("n", 1).unwrap(), 3);
 /// assert_eq!(kw.usize_list("sizes", &[]).unwrap(), vec![2, 4]);
 /// assert!(kw.check_known(&["n"]).is_err());
+/// let top = Kwargs::top_level(&hp);
+/// assert_eq!(top.usize("number_of_epochs", 10).unwrap(), 10);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Kwargs<'a> {
-    obj: &'a Object,
+    map: &'a IndexMap<String, Value>,
+    /// What `check_known` names (the object's class), `None` for a file's top level.
+    owner: Option<&'a Object>,
 }
 
 impl<'a> Kwargs<'a> {
     /// Wraps an object.
     pub fn new(obj: &'a Object) -> Self {
-        Self { obj }
+        Self {
+            map: &obj.kwargs,
+            owner: Some(obj),
+        }
+    }
+
+    /// The top-level keys of a resolved file, read the same way.
+    pub fn top_level(hp: &'a Hparams) -> Self {
+        Self {
+            map: hp.values(),
+            owner: None,
+        }
     }
 
     /// The raw value of an argument.
     pub fn get(&self, key: &str) -> Option<&'a Value> {
-        self.obj.kwarg(key)
+        self.map.get(key)
     }
 
     fn present(&self, key: &str) -> Option<&'a Value> {
@@ -114,13 +132,9 @@ impl<'a> Kwargs<'a> {
 
     /// Fails on the first argument not in `known`.
     pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        match self
-            .obj
-            .kwargs
-            .keys()
-            .find(|k| !known.contains(&k.as_str()))
-        {
-            Some(k) => Err(format!("unknown {} argument `{k}`", self.obj.short_name())),
+        let owner = self.owner.map_or("top-level", |o| o.short_name());
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(format!("unknown {owner} argument `{k}`")),
             None => Ok(()),
         }
     }
