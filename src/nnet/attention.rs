@@ -98,9 +98,21 @@ impl MultiheadAttention {
             x,
             &param(&self.in_proj_weight, train),
             Some(&param(&self.in_proj_bias, train)),
-        )?
-        .reshape((b, t, 3, h, hd))?
-        .permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
+        )?;
+        if !(train && self.dropout.p > 0.0) && super::attention_train::applies(&qkv) {
+            // Training without attention dropout: the core is one op (see attention_train).
+            let ctx = super::attention_train::self_attention_core(&qkv, h)?;
+            let y = linear(
+                &ctx,
+                &param(&self.out_proj_weight, train),
+                Some(&param(&self.out_proj_bias, train)),
+            )?;
+            return match residual {
+                Some(r) => r + y,
+                None => Ok(y),
+            };
+        }
+        let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // [3, B, H, T, hd]
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (qkv.get(0)?.contiguous()? * scale)?.reshape((b * h, t, hd))?;
         let k = qkv.get(1)?.contiguous()?.reshape((b * h, t, hd))?;

@@ -4,12 +4,14 @@
 
 pub mod attention;
 pub(crate) mod attention_eval;
+pub(crate) mod attention_train;
 pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
 pub mod embedding;
 pub mod fused;
 pub(crate) mod gemm;
+pub(crate) mod global_norm_train;
 pub mod linear;
 pub(crate) mod linear_train;
 pub mod losses;

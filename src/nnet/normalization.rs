@@ -150,6 +150,13 @@ impl GlobalNorm {
     /// Normalizes a channel-last tensor `[B, ..., C]` (`train`: keep the parameters in the
     /// autograd graph).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (w, b) = (
+            super::param(&self.weight, train),
+            super::param(&self.bias, train),
+        );
+        if super::global_norm_train::applies(&[x, &w, &b]) {
+            return super::global_norm_train::global_norm(x, &w, &b, self.eps);
+        }
         let dims = x.dims().to_vec();
         let b = dims[0];
         let flat = x.reshape((b, ()))?;

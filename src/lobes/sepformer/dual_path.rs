@@ -334,7 +334,7 @@ impl DualPathModel {
             x = block.forward(&x, train)?;
         }
         // PReLU with one shared slope.
-        let x = (x.relu()? - x.neg()?.relu()?.broadcast_mul(&p(&self.prelu))?)?;
+        let x = crate::nnet::global_norm_train::prelu(&x, &p(&self.prelu))?;
         let x = linear(&x, &p(&self.conv2d_w), Some(&p(&self.conv2d_b)))?;
         let (_, s, k, c) = x.dims4()?;
         let no = c / self.num_spks;
