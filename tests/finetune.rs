@@ -185,7 +185,7 @@ fn killed_run_resumes_to_the_same_parameters() {
         "1",
     ];
     let full = dir.path().join("full");
-    run_ok(&mut finetune(&train, &full, &args));
+    let full_out = run_ok(&mut finetune(&train, &full, &args));
     assert_eq!(steps(&full).len(), 12);
 
     let resumed = dir.path().join("resumed");
@@ -194,9 +194,10 @@ fn killed_run_resumes_to_the_same_parameters() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it in the second epoch (after 5 of 12 steps), whatever it is doing then.
+    // Kill it in the second epoch (after 6 of 12 steps, so that the checkpoint after step 5,
+    // inside the epoch, is complete), whatever it is doing then.
     let t0 = std::time::Instant::now();
-    while steps(&resumed).len() < 5 {
+    while steps(&resumed).len() < 6 {
         assert!(t0.elapsed().as_secs() < 300, "no progress");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -208,7 +209,25 @@ fn killed_run_resumes_to_the_same_parameters() {
     child.wait().unwrap();
     assert!(!resumed.join("model").exists());
     let out = run_ok(&mut finetune(&train, &resumed, &args));
-    let _ = out;
+    // The epoch it was killed in reports the same train loss as the uninterrupted run's (the
+    // running mean is restored with the checkpoint).
+    let epoch_losses = |o: &std::process::Output| -> Vec<(u64, f64)> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| Some((v["epoch"].as_u64()?, v["train_loss"].as_f64()?)))
+            .collect()
+    };
+    let (want, got) = (epoch_losses(&full_out), epoch_losses(&out));
+    println!("epoch train losses: uninterrupted {want:?}, resumed {got:?}");
+    assert!(got.iter().any(|(e, _)| *e == 2), "{got:?}");
+    for (e, loss) in &got {
+        let (_, w) = want.iter().find(|(we, _)| we == e).unwrap();
+        assert!(
+            (loss - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "epoch {e}: train loss {loss} after the resume, {w} uninterrupted"
+        );
+    }
     let s = steps(&resumed);
     let ids: Vec<u64> = s.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     assert_eq!(

@@ -100,6 +100,9 @@ pub struct BrainCore {
     accum_batches: usize,
     accum_loss: f64,
     skip_batches: usize,
+    /// The running train loss of the epoch an intra-epoch checkpoint was saved in (restored
+    /// with it, as SpeechBrain restores `avg_train_loss`).
+    resume_avg_train_loss: f64,
 }
 
 impl BrainCore {
@@ -123,6 +126,7 @@ impl BrainCore {
             accum_batches: 0,
             accum_loss: 0.0,
             skip_batches: 0,
+            resume_avg_train_loss: 0.0,
         }
     }
 
@@ -456,6 +460,9 @@ pub trait Brain {
         items.extend(self.recoverables());
         let mut meta = meta;
         meta.insert("optimizer_step".into(), Json::from(core.optimizer_step));
+        if !end_of_epoch {
+            meta.insert("avg_train_loss".into(), Json::from(core.avg_train_loss));
+        }
         // An intra-epoch save replaces the previous intra-epoch one; an end-of-epoch save
         // supersedes every older checkpoint (as SpeechBrain recipes' save_and_keep_only).
         let intra = |c: &super::Checkpoint| !c.end_of_epoch();
@@ -496,6 +503,10 @@ pub trait Brain {
         let mut pos = LoaderPosition(0);
         pos.load(&loader, eoe)?;
         core.skip_batches = if eoe { 0 } else { pos.0 };
+        core.resume_avg_train_loss = match eoe {
+            true => 0.0,
+            false => c.metric("avg_train_loss").unwrap_or(0.0),
+        };
         core.optimizer_step = c.metric("optimizer_step").unwrap_or(0.0) as usize;
         core.truncate_steps_log()?;
         if let Some(opt) = core.optimizer.as_deref_mut() {
@@ -551,7 +562,8 @@ pub trait Brain {
         core.nonfinite_count = 0;
         let skip = std::mem::take(&mut core.skip_batches);
         core.step = skip;
-        core.avg_train_loss = 0.0;
+        // Resumed inside the epoch: the running mean goes on from the checkpoint's.
+        core.avg_train_loss = std::mem::take(&mut core.resume_avg_train_loss);
         let bar = crate::progress::items_bar(
             train.len() as u64,
             &format!("epoch {epoch}"),
