@@ -31,6 +31,7 @@ TARGETS = {
     "wer": "fixtures_wer",
     "finetune": "fixtures_finetune",
     "separation_train": "fixtures_separation_train",
+    "separation_trained": "fixtures_separation_trained",
 }
 
 

@@ -30,11 +30,11 @@ train_voices="en-us+m3:160:45,en+f3:150:60,en-us+m7:135:30,en-gb-scotland+f2:170
 test_voices="en-us+m1:150:50,en+f5:150:62,en-us-nyc+Alex:155:45,en-029+f2:145:58"
 if [ ! -f "$out/mixtures/test/mixtures.json" ]; then
   "$bin/voxbrain-data" synth --out "$out/corpus/train" --voices "$train_voices" --speakers 12 \
-    --chapters 2 --utterances 20 --sample-rate 8000 --seed 0
+    --chapters 2 --utterances 40 --sample-rate 8000 --seed 0
   "$bin/voxbrain-data" synth --out "$out/corpus/test" --voices "$test_voices" --speakers 4 \
     --chapters 1 --utterances 10 --sample-rate 8000 --seed 1 --text "$here/test_sentences.txt"
-  "$bin/voxbrain-data" mix "$out/corpus/train" --out "$out/mixtures/train" --count 400 --seed 0
-  "$bin/voxbrain-data" mix "$out/corpus/train" --out "$out/mixtures/valid" --count 20 --seed 1
+  "$bin/voxbrain-data" mix "$out/corpus/train" --out "$out/mixtures/train" --count 3000 --seed 0
+  "$bin/voxbrain-data" mix "$out/corpus/train" --out "$out/mixtures/valid" --count 40 --seed 1
   "$bin/voxbrain-data" mix "$out/corpus/test" --out "$out/mixtures/test" --count 40 --seed 2
 fi
 echo "data ready in ${SECONDS} s"

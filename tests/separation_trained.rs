@@ -1,0 +1,93 @@
+//! voxbrain's bundled separation model (`models/sepformer-voxbrain-synth`, trained by
+//! `recipes/separation`): it separates held-out mixtures (voices and sentences the recipe never
+//! trained on) as SpeechBrain 1.1.2 separates them with the same folder, and well.
+//!
+//! Fixtures: `data-tools/reference/make_fixtures.py separation_trained` (SpeechBrain's outputs).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use voxbrain::audio::{load_audio, ChannelMix};
+use voxbrain::demo;
+use voxbrain::inference::separation::SepformerSeparation;
+use voxbrain::metrics::separation::{pit_si_snri, snr};
+use voxbrain::pretrained::FromHparamsOptions;
+
+fn fixture_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/separation_trained")
+}
+
+fn wav(name: &str) -> Vec<f32> {
+    let t = load_audio(fixture_dir().join(name), 8000, ChannelMix::AvgToMono).unwrap();
+    t.to_vec1::<f32>().unwrap()
+}
+
+/// The model as the tour gets it offline: written out of the binary by `demo`.
+fn bundled() -> (SepformerSeparation, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = demo::trained_model(dir.path(), "separation")
+        .unwrap()
+        .expect("a trained separation model is bundled");
+    let opts = FromHparamsOptions {
+        savedir: Some(dir.path().join("save")),
+        ..Default::default()
+    };
+    let model = SepformerSeparation::from_hparams(folder.to_str().unwrap(), &opts).unwrap();
+    (model, dir)
+}
+
+#[test]
+fn bundled_model_matches_speechbrain_and_separates_held_out_voices() {
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let (model, _dir) = bundled();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("speechbrain.json")).unwrap(),
+    )
+    .unwrap();
+    let stems: Vec<&String> = meta.as_object().unwrap().keys().collect();
+    assert!(stems.len() >= 3, "{meta}");
+    let mut improvements = Vec::new();
+    for stem in stems {
+        let mix = wav(&format!("{stem}_mix.wav"));
+        let x = Tensor::from_slice(&mix, (1, mix.len()), &Device::Cpu).unwrap();
+        let est = model.separate_batch(&x).unwrap().squeeze(0).unwrap(); // [T, 2]
+        let want = common::npy(&format!("separation_trained/{stem}_speechbrain.npy"));
+        let got = est.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let parity = snr(&got, &want.data);
+        assert!(
+            parity > 60.0,
+            "{stem}: SNR against SpeechBrain {parity:.1} dB"
+        );
+        let est = est
+            .t()
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let sources = [
+            wav(&format!("{stem}_s1.wav")),
+            wav(&format!("{stem}_s2.wav")),
+        ];
+        let score = pit_si_snri(&est, &sources, &mix).unwrap();
+        let sb = meta[stem]["si_snri_db"].as_f64().unwrap();
+        println!(
+            "{stem}: SI-SNRi {:.2} dB (SpeechBrain {sb:.2}), parity SNR {parity:.1} dB",
+            score.mean
+        );
+        assert!(
+            (score.mean - sb).abs() < 0.01,
+            "{stem}: {} vs {sb}",
+            score.mean
+        );
+        improvements.push(score.mean);
+    }
+    let mean = improvements.iter().sum::<f64>() / improvements.len() as f64;
+    // The model card's figure is over the recipe's 40 held-out mixtures (6.36 dB); these three
+    // give 8.13, 8.54 and 0.38 dB. The target, 10 dB, is not reached yet: this guards
+    // the bundled model against regressions, not the target.
+    assert!(
+        mean >= 5.0,
+        "mean SI-SNRi {mean:.2} dB on held-out mixtures"
+    );
+}
