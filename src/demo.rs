@@ -230,12 +230,16 @@ pub fn bundled_model(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
         "separation" => "separation/model_small/",
         _ => anyhow::bail!("no bundled model {what:?} (asr, speaker, separation)"),
     };
-    let out = dir.join("bundled_models").join(what);
-    std::fs::create_dir_all(&out)?;
-    for (rel, bytes) in BUNDLED.iter().filter(|(r, _)| r.starts_with(prefix)) {
+    write_folder(BUNDLED, prefix, &dir.join("bundled_models").join(what))
+}
+
+/// Writes the built-in files of `files` under `prefix` into `out` (names without the prefix).
+fn write_folder(files: &[(&str, &[u8])], prefix: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    for (rel, bytes) in files.iter().filter(|(r, _)| r.starts_with(prefix)) {
         write_file(&out.join(&rel[prefix.len()..]), bytes)?;
     }
-    Ok(out)
+    Ok(out.to_path_buf())
 }
 
 /// Writes voxbrain's trained model standing in for `what` (`separation`) into
@@ -245,12 +249,7 @@ pub fn trained_model(dir: &Path, what: &str) -> anyhow::Result<Option<PathBuf>> 
         return Ok(None);
     };
     let out = dir.join("bundled_models").join(name);
-    std::fs::create_dir_all(&out)?;
-    let prefix = format!("{name}/");
-    for (rel, bytes) in TRAINED.iter().filter(|(r, _)| r.starts_with(&prefix)) {
-        write_file(&out.join(&rel[prefix.len()..]), bytes)?;
-    }
-    Ok(Some(out))
+    write_folder(TRAINED, &format!("{name}/"), &out).map(Some)
 }
 
 /// Writes a held-out two-voice mixture of synthetic speech, the kind `trained_model`'s

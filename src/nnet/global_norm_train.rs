@@ -17,19 +17,11 @@ fn block_rows(c: usize) -> usize {
     (16384 / c.max(1)).max(1)
 }
 
-/// Sum over `item` (rows of `c` values) of `f(row_index, row)`, in f64 and in a fixed order.
-fn sum_rows(item: &[f32], c: usize, f: impl Fn(usize, &[f32]) -> f64 + Sync) -> f64 {
-    let rows = block_rows(c);
+/// Sum over `item` (rows of `c` values) of `f(row)`, in f64 and in a fixed order.
+fn sum_rows(item: &[f32], c: usize, f: impl Fn(&[f32]) -> f64 + Sync) -> f64 {
     let parts: Vec<f64> = item
-        .par_chunks(rows * c)
-        .enumerate()
-        .map(|(bi, block)| {
-            block
-                .chunks(c)
-                .enumerate()
-                .map(|(r, row)| f(bi * rows + r, row))
-                .sum()
-        })
+        .par_chunks(block_rows(c) * c)
+        .map(|block| block.chunks(c).map(&f).sum())
         .collect();
     parts.iter().sum()
 }
@@ -37,8 +29,8 @@ fn sum_rows(item: &[f32], c: usize, f: impl Fn(usize, &[f32]) -> f64 + Sync) -> 
 /// Mean and `1 / sqrt(var + eps)` of one item, as the composed f64 ops computed them.
 fn item_stats(item: &[f32], c: usize, eps: f64) -> (f64, f64) {
     let m = item.len().max(1) as f64;
-    let mean = sum_rows(item, c, |_, r| r.iter().map(|&v| v as f64).sum()) / m;
-    let var = sum_rows(item, c, |_, r| {
+    let mean = sum_rows(item, c, |r| r.iter().map(|&v| v as f64).sum()) / m;
+    let var = sum_rows(item, c, |r| {
         r.iter().map(|&v| (v as f64 - mean).powi(2)).sum()
     }) / m;
     (mean, 1.0 / (var + eps).sqrt())
