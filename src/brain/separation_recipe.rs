@@ -131,7 +131,7 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
 /// line for that key (or appended): the yaml a trained model is exported with. Nested
 /// overrides cannot be written back this way and are refused (they would leave a yaml that
 /// does not describe the checkpoints).
-fn with_overrides(text: &str, overrides: Option<&str>) -> Result<String, String> {
+pub(crate) fn with_overrides(text: &str, overrides: Option<&str>) -> Result<String, String> {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     for o in overrides.unwrap_or("").lines() {
         if o.trim().is_empty() || o.trim_start().starts_with('#') {

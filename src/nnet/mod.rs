@@ -12,6 +12,7 @@ pub mod embedding;
 pub mod fused;
 pub(crate) mod gemm;
 pub(crate) mod global_norm_train;
+pub mod init;
 pub mod linear;
 pub(crate) mod linear_train;
 pub mod losses;

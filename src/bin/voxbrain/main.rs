@@ -7,6 +7,7 @@ mod separate;
 mod speaker;
 mod tour;
 mod tour_results;
+mod train_asr;
 mod train_separation;
 mod transcribe;
 
@@ -50,6 +51,10 @@ enum Command {
     /// Train a SepFormer from scratch with SpeechBrain's separation recipe (PIT SI-SNR) from
     /// one hyperparams.yaml: checkpoints, resumable, writes the model in SpeechBrain's layout.
     TrainSeparation(train_separation::TrainSeparationArgs),
+    /// Train a CRDNN ASR model (joint CTC + attention) and its RNN language model from scratch
+    /// with SpeechBrain's LibriSpeech recipes from one hyperparams.yaml: checkpoints,
+    /// resumable, writes the model in SpeechBrain's layout and its test WER.
+    TrainAsr(train_asr::TrainAsrArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -83,6 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Transcribe(a) => transcribe::run(a),
         Command::Finetune(a) => finetune::run(a),
         Command::TrainSeparation(a) => train_separation::run(a),
+        Command::TrainAsr(a) => train_asr::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

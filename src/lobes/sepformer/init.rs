@@ -6,17 +6,10 @@
 //! PReLU at 0.25. The positional-encoding tables are left as they are. Seeded: the same seed
 //! gives the same model.
 
-use candle_core::{Result, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candle_core::Result;
 
 use super::Sepformer;
-
-/// torch's `fan_in` of a weight: every dimension after the first (input channels times the
-/// kernel; for ConvTranspose1d's `[in, out, k]` that is `out * k`, as torch computes it).
-fn fan_in(shape: &[usize]) -> usize {
-    shape[1..].iter().product::<usize>().max(1)
-}
+use crate::nnet::init::{init_varmap, Init};
 
 impl Sepformer {
     /// Re-initialises every parameter as PyTorch would for a fresh model (see the module
@@ -32,48 +25,22 @@ impl Sepformer {
     /// # Ok::<(), candle_core::Error>(())
     /// ```
     pub fn init_like_torch(&self, seed: u64) -> Result<()> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        // Poisoned only if another thread panicked holding it: then panicking is right.
-        let data = self.varmap().data().lock().expect("VarMap lock poisoned");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort(); // HashMap order is random: sort for a reproducible draw order
-        for name in names {
-            let var = &data[name];
-            let shape = var.dims().to_vec();
-            let n: usize = shape.iter().product();
-            let constant = |v: f32| vec![v; n];
-            let mut uniform = |bound: f64| -> Vec<f32> {
-                (0..n)
-                    .map(|_| rng.random_range(-bound..bound) as f32)
-                    .collect()
-            };
-            let values = if name.ends_with("pos_enc.pe") {
-                continue;
+        init_varmap(self.varmap(), seed, |name, shape| {
+            if name.ends_with("pos_enc.pe") {
+                Init::Keep
             } else if name.ends_with("in_proj_weight") {
                 let (fan_out, fan_in) = (shape[0], shape[1]);
-                uniform((6.0 / (fan_in + fan_out) as f64).sqrt())
+                Init::Uniform((6.0 / (fan_in + fan_out) as f64).sqrt())
             } else if name.ends_with("in_proj_bias") || name.ends_with("out_proj.bias") {
-                constant(0.0)
+                Init::Constant(0.0)
             } else if name.contains("prelu") {
-                constant(0.25)
+                Init::Constant(0.25)
             } else if name.contains("norm") {
-                constant(if name.ends_with("weight") { 1.0 } else { 0.0 })
-            } else if shape.len() >= 2 {
-                uniform(1.0 / (fan_in(&shape) as f64).sqrt())
+                Init::Constant(if name.ends_with("weight") { 1.0 } else { 0.0 })
             } else {
-                // A bias: torch's bound comes from its layer's weight.
-                let weight = name
-                    .strip_suffix("bias")
-                    .map(|p| format!("{p}weight"))
-                    .and_then(|w| data.get(&w).map(|v| v.dims().to_vec()));
-                match weight {
-                    Some(w) if w.len() >= 2 => uniform(1.0 / (fan_in(&w) as f64).sqrt()),
-                    _ => constant(0.0),
-                }
-            };
-            var.set(&Tensor::from_vec(values, shape.as_slice(), var.device())?)?;
-        }
-        Ok(())
+                Init::Default
+            }
+        })
     }
 }
 

@@ -1,0 +1,326 @@
+//! `voxbrain train-asr`: a CRDNN + attentional GRU decoder ASR model and its RNN language model,
+//! trained from scratch as SpeechBrain's LibriSpeech recipes train them (joint CTC + attention
+//! loss; the LM with `nll_loss` on text), from one `hyperparams.yaml` that is both the recipe's
+//! and the trained model's (an inference yaml like `speechbrain/asr-crdnn-rnnlm-librispeech`'s
+//! with the training keys below), so `OUT/model` loads in `EncoderDecoderASR.from_hparams` of
+//! either library.
+//!
+//! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
+//! `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
+//! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`. The LM is trained first (`OUT/lm.ckpt`,
+//! checkpoints in `OUT/save_lm`), then the ASR model (`OUT/save`); a killed run resumes where
+//! it was. `OUT/model` gets `hyperparams.yaml`, `asr.ckpt`, `normalizer.ckpt`, `lm.ckpt`,
+//! `tokenizer.ckpt`; `OUT/results.json` the word error rate of each test set, decoded as a user
+//! would (the exported folder loaded with `from_hparams`, beam search with the LM).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde_json::json;
+
+use super::asr_finetune::{asr_dataset, EncDecFineTune};
+use super::lm_train::{text_dataset, LmTrain};
+use super::separation_recipe::with_overrides;
+use super::{Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, OptimizerKind};
+use crate::dataio::{DataLoaderOptions, DynamicItemDataset};
+use crate::inference::EncoderDecoderASR;
+use crate::metrics::{count_ops, op_table};
+use crate::nnet::init::{init_varmap, Init};
+use crate::pretrained::hparams::{Hparams, Kwargs};
+use crate::pretrained::{FromHparamsOptions, Pretrained};
+use crate::tokenizers::SentencePiece;
+
+/// Settings of [`train_asr`].
+#[derive(Debug, Clone)]
+pub struct AsrRecipe {
+    /// The recipe's `hyperparams.yaml`.
+    pub hparams: PathBuf,
+    /// YAML overrides (top-level `key: value` lines).
+    pub overrides: Option<String>,
+    /// SentencePiece model trained on the recipe's text (`output_neurons` pieces, id 0 =
+    /// `<unk>` = blank/bos/eos); becomes `tokenizer.ckpt`.
+    pub tokenizer: PathBuf,
+    /// Training manifest (`{id: {file_path, words, spkID, length}}`, as
+    /// `voxbrain-data librispeech-to-json` writes it).
+    pub train: PathBuf,
+    /// Validation manifest.
+    pub valid: Option<PathBuf>,
+    /// Text for the LM, one sentence per line (none: the training transcripts).
+    pub lm_text: Option<PathBuf>,
+    /// Test sets `(name, manifest)`: the WER of each goes to `results.json`.
+    pub tests: Vec<(String, PathBuf)>,
+    /// Output folder.
+    pub output_dir: PathBuf,
+    /// Hide the progress bars.
+    pub noprogressbar: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct AsrReport {
+    /// `(epoch, train loss, valid loss)` of the ASR epochs run in this process.
+    pub epochs: Vec<(usize, f64, Option<f64>)>,
+    /// `(set, WER %)` of each test set.
+    pub wer: Vec<(String, f64)>,
+    /// The exported model folder.
+    pub model_dir: PathBuf,
+}
+
+/// Fresh parameters for a CRDNN ASR model or RNNLM as PyTorch and SpeechBrain initialise them:
+/// torch's Conv/Linear rule, norms at 1 and 0 (running variance 1), embeddings N(0, 1),
+/// recurrent `weight_hh` orthogonal (SpeechBrain's `rnn_init`, `re_init: True`) and the other
+/// recurrent tensors uniform in `±1/sqrt(hidden)` (torch's RNN rule).
+pub fn init_asr_like_torch(varmap: &candle_nn::VarMap, seed: u64) -> candle_core::Result<()> {
+    let hidden: std::collections::HashMap<String, usize> = varmap
+        .data()
+        .lock()
+        .expect("VarMap lock poisoned")
+        .iter()
+        .filter(|(k, _)| k.contains("weight_hh"))
+        .map(|(k, v)| (k.replacen("weight_hh", "", 1), v.dims()[1]))
+        .collect();
+    init_varmap(varmap, seed, |name, _| {
+        if name.contains("norm") {
+            let one = name.ends_with("weight") || name.ends_with("running_var");
+            Init::Constant(if one { 1.0 } else { 0.0 })
+        } else if name.contains("weight_hh") {
+            Init::Orthogonal
+        } else if let Some(h) = ["weight_ih", "bias_ih", "bias_hh"]
+            .iter()
+            .find_map(|p| hidden.get(&name.replacen(p, "", 1)))
+        {
+            Init::Uniform(1.0 / (*h as f64).sqrt())
+        } else if name.ends_with("Embedding.weight") {
+            Init::Normal(1.0)
+        } else {
+            Init::Default
+        }
+    })
+}
+
+/// Trains, exports and evaluates the recipe `cfg` (resuming from `OUT` if a run was there).
+pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
+    let out = &cfg.output_dir;
+    let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let _lock =
+        crate::fsutil::DirLock::acquire(out, "an ASR training run").map_err(|e| io(out, e))?;
+    let text = std::fs::read_to_string(&cfg.hparams).map_err(|e| io(&cfg.hparams, e))?;
+    let origin = cfg.hparams.display().to_string();
+    let hp = Hparams::from_str(&text, &origin, cfg.overrides.as_deref())
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    let model_yaml = with_overrides(&text, cfg.overrides.as_deref())
+        .map_err(|e| BrainError::Config(format!("--overrides: {e}")))?;
+    let kw = Kwargs::top_level(&hp);
+    let bad = |e: String| BrainError::Config(format!("{}: {e}", cfg.hparams.display()));
+    let seed = kw.usize("seed", 1234).map_err(bad)? as u64;
+    let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
+    let batch_size = kw.usize("batch_size", 8).map_err(bad)?.max(1);
+    let lr = kw.f64("lr", 1e-3).map_err(bad)?;
+    let ctc_weight = kw.f64("ctc_weight", 0.5).map_err(bad)?;
+    let label_smoothing = kw.f64("label_smoothing", 0.1).map_err(bad)?;
+    let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
+    let ckpt_minutes = kw.f64("ckpt_interval_minutes", 5.0).map_err(bad)?;
+    let lm_epochs = kw.usize("lm_number_of_epochs", 5).map_err(bad)?;
+    let lm_batch = kw.usize("lm_batch_size", 64).map_err(bad)?.max(1);
+    let lm_lr = kw.f64("lm_lr", 1e-3).map_err(bad)?;
+
+    // The model's own files first: the exported folder copies them.
+    let src = out.join("model_files");
+    std::fs::create_dir_all(&src).map_err(|e| io(&src, e))?;
+    let tok_bytes = std::fs::read(&cfg.tokenizer).map_err(|e| io(&cfg.tokenizer, e))?;
+    for (name, bytes) in [
+        ("hyperparams.yaml", model_yaml.as_bytes()),
+        ("tokenizer.ckpt", tok_bytes.as_slice()),
+    ] {
+        let p = src.join(name);
+        crate::fsutil::write_atomic(&p, bytes).map_err(|e| io(&p, e))?;
+    }
+
+    crate::runtime::tune_allocator();
+    let mut asr = EncoderDecoderASR::build(&hp, &Device::Cpu)
+        .map_err(|e| BrainError::Config(format!("{}: {e}", cfg.hparams.display())))?;
+    init_asr_like_torch(&asr.asr_varmap, seed)?;
+    init_asr_like_torch(&asr.lm_varmap, seed + 1)?;
+    let tok = SentencePiece::open(src.join("tokenizer.ckpt"))
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    if tok.vocab_size() != asr.emb.num_embeddings() {
+        return Err(BrainError::Config(format!(
+            "{}: {} pieces, but the model has output_neurons {}",
+            cfg.tokenizer.display(),
+            tok.vocab_size(),
+            asr.emb.num_embeddings()
+        )));
+    }
+    asr.tokenizer = Some(tok);
+
+    let valid_text = cfg.valid.as_deref().map(manifest_words).transpose()?;
+    train_lm(
+        cfg,
+        &mut asr,
+        valid_text.as_deref(),
+        (lm_epochs, lm_batch, lm_lr),
+    )?;
+
+    let train = asr_dataset(&cfg.train, &asr, None)?;
+    let valid = cfg
+        .valid
+        .as_deref()
+        .map(|v| asr_dataset(v, &asr, None))
+        .transpose()?;
+    tracing::info!(
+        "training the ASR model on {} utterances{} for {epochs} epochs",
+        train.len(),
+        valid
+            .as_ref()
+            .map(|v| format!(", validating on {}", v.len()))
+            .unwrap_or_default()
+    );
+    let opts = BrainOptions {
+        max_grad_norm: clip,
+        ckpt_interval_minutes: ckpt_minutes,
+        noprogressbar: cfg.noprogressbar,
+        steps_log: Some(out.join("steps.jsonl")),
+        ..Default::default()
+    };
+    let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
+    let mut brain = EncDecFineTune::new(asr, Some(opt_class), opts)?.with_ctc_weight(ctc_weight)?;
+    brain.label_smoothing = label_smoothing;
+    brain.valid_wer = true;
+    brain.train_logger = Some(super::FileTrainLogger::new(out.join("train_log.txt")));
+    brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));
+    let loader = DataLoaderOptions::batch_size(batch_size);
+    brain.fit(
+        EpochCounter::new(epochs),
+        &train,
+        valid.as_ref(),
+        loader.clone(),
+        loader,
+    )?;
+    let model_dir = out.join("model");
+    brain.export(&src, &model_dir)?;
+    let epochs_run = brain.epoch_stats.iter().map(|s| (s.0, s.1, s.2)).collect();
+    drop(brain);
+
+    let wer = evaluate(&model_dir, &cfg.tests, &out.join("results.json"))?;
+    Ok(AsrReport {
+        epochs: epochs_run,
+        wer,
+        model_dir,
+    })
+}
+
+/// The LM stage: trains `asr`'s `lm_model` on the recipe's text, or loads `OUT/lm.ckpt` when
+/// an earlier run finished it.
+fn train_lm(
+    cfg: &AsrRecipe,
+    asr: &mut EncoderDecoderASR,
+    valid_text: Option<&[String]>,
+    (epochs, batch_size, lr): (usize, usize, f64),
+) -> Result<(), BrainError> {
+    let out = &cfg.output_dir;
+    let done = out.join("lm.ckpt");
+    let Some(lm) = asr.lm_model.take() else {
+        return Ok(());
+    };
+    if done.exists() {
+        let strict = crate::pretrained::ckpt::LoadOptions::strict();
+        crate::pretrained::ckpt::load_state_dict_file(&asr.lm_varmap, &done, &strict)
+            .map_err(|e| BrainError::Config(e.to_string()))?;
+        tracing::info!("the LM was trained before: {}", done.display());
+        asr.lm_model = Some(lm);
+        return Ok(());
+    }
+    let lines = match &cfg.lm_text {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| BrainError::Io(p.clone(), e))?
+            .lines()
+            .map(String::from)
+            .collect(),
+        None => manifest_words(&cfg.train)?,
+    };
+    let train = text_dataset(&lines, asr)?;
+    let valid = valid_text.map(|v| text_dataset(v, asr)).transpose()?;
+    tracing::info!(
+        "training the LM on {} sentences for {epochs} epochs",
+        train.len()
+    );
+    let opts = BrainOptions {
+        ckpt_interval_minutes: 5.0,
+        noprogressbar: cfg.noprogressbar,
+        steps_log: Some(out.join("lm_steps.jsonl")),
+        ..Default::default()
+    };
+    let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
+    let mut brain = LmTrain::new(lm, &asr.lm_varmap, Some(opt_class), opts);
+    brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save_lm")));
+    let loader = DataLoaderOptions::batch_size(batch_size);
+    brain.fit(
+        EpochCounter::new(epochs),
+        &train,
+        valid.as_ref(),
+        loader.clone(),
+        loader,
+    )?;
+    crate::pretrained::ckpt::save_state_dict(&asr.lm_varmap, None, &done)
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    asr.lm_model = Some(brain.lm);
+    Ok(())
+}
+
+/// The `words` of every utterance of a manifest.
+fn manifest_words(manifest: &Path) -> Result<Vec<String>, BrainError> {
+    let ds = DynamicItemDataset::from_json(manifest, &Default::default())?;
+    (0..ds.len())
+        .map(|i| Ok(ds.compute(i, &["words"])?.str("words")?.to_string()))
+        .collect()
+}
+
+/// Loads `model_dir` as a user would and transcribes every utterance of each test set one at
+/// a time (beam search with the LM, as the yaml says); writes each set's WER and its first
+/// transcripts to `path` and returns `(set, WER %)`.
+pub fn evaluate(
+    model_dir: &Path,
+    tests: &[(String, PathBuf)],
+    path: &Path,
+) -> Result<Vec<(String, f64)>, BrainError> {
+    let src = model_dir.display().to_string();
+    let asr = EncoderDecoderASR::from_hparams(&src, &FromHparamsOptions::default())
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    let mut sets = serde_json::Map::new();
+    let mut wers = Vec::new();
+    for (name, manifest) in tests {
+        let ds = DynamicItemDataset::from_json(manifest, &Default::default())?;
+        let (mut errors, mut words) = (0usize, 0usize);
+        let mut examples = Vec::new();
+        for i in 0..ds.len() {
+            let item = ds.compute(i, &["id", "file_path", "words"])?;
+            let (id, file) = (item.str("id")?, item.str("file_path")?);
+            let hyp = asr
+                .transcribe_file(file)
+                .map_err(|e| BrainError::Config(format!("{name} {id}: {e}")))?;
+            let reference = item.str("words")?;
+            let r: Vec<&str> = reference.split_whitespace().collect();
+            let h: Vec<&str> = hyp.split_whitespace().collect();
+            let e = count_ops(&op_table(&r, &h)).total();
+            errors += e;
+            words += r.len();
+            if examples.len() < 10 {
+                examples.push(json!({"id": id, "ref": reference, "hyp": hyp, "errors": e}));
+            }
+        }
+        let wer = 100.0 * errors as f64 / words.max(1) as f64;
+        tracing::info!("{name}: WER {wer:.2}% ({errors} errors / {words} words)");
+        sets.insert(
+            name.clone(),
+            json!({"wer": wer, "errors": errors, "words": words, "utterances": ds.len(),
+                   "examples": examples}),
+        );
+        wers.push((name.clone(), wer));
+    }
+    let text = serde_json::to_string_pretty(&json!({ "sets": sets }))
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    crate::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|e| BrainError::Io(path.into(), e))?;
+    Ok(wers)
+}

@@ -1,0 +1,160 @@
+//! `voxbrain train-asr` end to end on the small ASR yaml of the fixtures (sizes of
+//! tests/fixtures/asr/model, its 48-piece tokenizer) and the committed mini corpus (8
+//! utterances): the LM and the ASR model train from scratch (joint CTC + attention; both
+//! losses fall), the folder is written in SpeechBrain's layout and loads with `from_hparams`,
+//! results.json holds the test WER, and a second run resumes instead of starting over.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fixture, run_ok, voxbrain};
+
+const TRAINING_KEYS: &str = "seed: 3
+number_of_epochs: 20
+batch_size: 4
+lr: 0.01
+ctc_weight: 0.5
+dropout: 0.0
+lm_number_of_epochs: 15
+lm_batch_size: 4
+lm_lr: 0.02";
+
+fn manifest(dir: &Path) -> PathBuf {
+    let out = dir.join("train.json");
+    voxbrain::dataio::librispeech::parse_to_json(
+        fixture("dataio/corpus"),
+        &out,
+        &Default::default(),
+    )
+    .unwrap();
+    out
+}
+
+fn losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+#[test]
+fn asr_and_lm_train_from_scratch_export_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = manifest(dir.path());
+    let text = dir.path().join("lm.txt");
+    std::fs::write(
+        &text,
+        "the birch canoe slid on the smooth planks\nglue the sheet to the dark blue background\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let run = |overrides: &str| {
+        let mut cmd = voxbrain();
+        cmd.arg("train-asr")
+            .args([
+                "--hparams",
+                fixture("asr/model/hyperparams.yaml").to_str().unwrap(),
+            ])
+            .args(["--overrides", overrides])
+            .args([
+                "--tokenizer",
+                fixture("asr/model/tokenizer.ckpt").to_str().unwrap(),
+            ])
+            .args(["--train", train.to_str().unwrap()])
+            .args(["--valid", train.to_str().unwrap()])
+            .args(["--lm-text", text.to_str().unwrap()])
+            .args(["--test", &format!("seen={}", train.display())])
+            .args(["--output-dir", out.to_str().unwrap(), "--no-progress"]);
+        run_ok(&mut cmd)
+    };
+    let res = run(TRAINING_KEYS);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("\"wer_seen\""), "{stdout}");
+
+    let asr = losses(&out.join("steps.jsonl"));
+    assert_eq!(asr.len(), 40, "8 utterances, batch 4, 20 epochs");
+    let (first, last) = (mean(&asr[..2]), mean(&asr[asr.len() - 2..]));
+    println!("ASR loss {first:.3} -> {last:.3}");
+    assert!(last < 0.6 * first, "ASR loss {first} -> {last}");
+    let lm = losses(&out.join("lm_steps.jsonl"));
+    assert_eq!(lm.len(), 15, "2 sentences, batch 4, 15 epochs");
+    println!("LM loss {:.3} -> {:.3}", lm[0], lm[14]);
+    assert!(lm[14] < 0.6 * lm[0], "LM loss {} -> {}", lm[0], lm[14]);
+
+    let model = out.join("model");
+    for f in [
+        "hyperparams.yaml",
+        "asr.ckpt",
+        "normalizer.ckpt",
+        "lm.ckpt",
+        "tokenizer.ckpt",
+    ] {
+        assert!(model.join(f).is_file(), "model/{f} missing");
+    }
+    let yaml = std::fs::read_to_string(model.join("hyperparams.yaml")).unwrap();
+    assert!(
+        yaml.contains("\nlm_lr: 0.02"),
+        "overrides written back: {yaml}"
+    );
+    // The exported LM is the trained one, not a fresh draw.
+    let shapes = voxbrain::pretrained::ckpt::read_ckpt(model.join("lm.ckpt")).unwrap();
+    let trained = voxbrain::pretrained::ckpt::read_ckpt(out.join("lm.ckpt")).unwrap();
+    let key = "out.w.weight";
+    assert_eq!(
+        shapes
+            .tensor(key)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        trained
+            .tensor(key)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    );
+    let asr_model = voxbrain::inference::EncoderDecoderASR::from_hparams(
+        model.to_str().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(!asr_model.transcribe_file(fixture("asr/utt_0.wav")).is_err());
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let seen = &results["sets"]["seen"];
+    assert_eq!(seen["utterances"], 8);
+    let wer = seen["wer"].as_f64().unwrap();
+    println!("WER on the training utterances, beam + LM: {wer:.1}%");
+    // 40 steps of a 16-unit model learn little: this checks the evaluation, not the model.
+    assert!(wer.is_finite() && seen["words"] == 64, "{seen}");
+    assert_eq!(seen["examples"].as_array().unwrap().len(), 8, "{seen}");
+
+    // Run again with two more epochs: it recovers (LM done, ASR from its checkpoint) and
+    // runs only the new epochs.
+    let more = TRAINING_KEYS.replace("number_of_epochs: 20", "number_of_epochs: 22");
+    run(&more);
+    assert_eq!(
+        losses(&out.join("steps.jsonl")).len(),
+        44,
+        "2 epochs more, not 22"
+    );
+    assert_eq!(
+        losses(&out.join("lm_steps.jsonl")).len(),
+        15,
+        "the LM is not retrained"
+    );
+}
