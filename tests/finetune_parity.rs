@@ -234,3 +234,78 @@ fn step_parity(fixtures: &Path, model: &Path, grad_tol: f64, param_tol: f32, end
         "eval loss at the end {end} vs {want}"
     );
 }
+
+/// The joint CTC + attention loss of SpeechBrain's LibriSpeech CRDNN recipe (what
+/// `voxbrain train-asr` trains with), in train mode on the same batch: both terms, their
+/// weighted sum and every `asr_model` gradient, `ctc_lin`'s included (tests/fixtures/joint_ctc,
+/// `make_fixtures.py joint_ctc`).
+#[test]
+fn joint_ctc_attention_loss_and_gradients_match_speechbrain() {
+    let fixtures = fixture("joint_ctc");
+    let e = expected(&fixtures);
+    let dir = tempfile::tempdir().unwrap();
+    let b = brain(&fixture("asr/model"), dir.path(), 0.1);
+    let mut b = b
+        .with_ctc_weight(e["ctc_weight"].as_f64().unwrap())
+        .unwrap();
+    b.label_smoothing = e["label_smoothing"].as_f64().unwrap();
+    let batch = batch(&b.asr, dir.path(), &e);
+    b.core_mut().init_optimizers();
+    b.core_mut().modules.train(true);
+    b.on_stage_start(Stage::Train, Some(1)).unwrap();
+    let out = b.compute_forward(&batch, Stage::Train).unwrap();
+    let loss = b.compute_objectives(out, &batch, Stage::Train).unwrap();
+    let lv = loss.to_scalar::<f32>().unwrap() as f64;
+    let want = e["loss"].as_f64().unwrap();
+    println!(
+        "joint loss {lv} (SpeechBrain {want}: ctc {}, seq {})",
+        e["loss_ctc"], e["loss_seq"]
+    );
+    assert!(rel(lv, want) < 1e-4, "joint loss {lv} vs {want}");
+    b.core_mut().backward(&loss).unwrap();
+    let grads = b.core().gradients();
+    let want_grads = read_npy(fixtures.join("grads.npy")).unwrap().data;
+    let floor = 1e-6 * e["grad_norm_f64"].as_f64().unwrap();
+    let mut worst = (0f64, String::new());
+    let params = e["params"].as_array().unwrap();
+    assert!(params.iter().any(|p| p["key"] == "3.w.weight"), "ctc_lin");
+    for p in params {
+        let key = p["key"].as_str().unwrap();
+        let (off, n) = (
+            p["offset"].as_u64().unwrap() as usize,
+            p["numel"].as_u64().unwrap() as usize,
+        );
+        let g = grads
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, g)| g.clone())
+            .unwrap_or_else(|| panic!("no gradient for {key}"));
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let w = &want_grads[off..off + n];
+        let num: f64 = g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+        if den.sqrt() < floor {
+            // A bias before a train-mode BatchNorm: zero in exact arithmetic.
+            let ours: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(
+                ours < floor,
+                "{key}: SpeechBrain's gradient is zero, ours {ours:e}"
+            );
+            continue;
+        }
+        let r = (num / den).sqrt();
+        assert!(r < 1e-3, "{key}: gradient off by {r:.2e} (relative)");
+        if r > worst.0 {
+            worst = (r, key.to_string());
+        }
+    }
+    assert_eq!(
+        grads.len(),
+        params.len(),
+        "every asr_model parameter trained"
+    );
+    println!(
+        "worst gradient relative error {:.2e} ({})",
+        worst.0, worst.1
+    );
+}

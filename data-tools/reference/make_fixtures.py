@@ -33,6 +33,7 @@ TARGETS = {
     "separation_train": "fixtures_separation_train",
     "separation_trained": "fixtures_separation_trained",
     "asr_trained": "fixtures_asr_trained",
+    "joint_ctc": "fixtures_joint_ctc",
 }
 
 
