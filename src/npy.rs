@@ -104,6 +104,7 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray, NpyError> {
             bytes.len() - header_end
         )));
     }
+    let fortran = npy.order() == npyz::Order::Fortran;
     let dtype = npy.dtype();
     let descr = dtype.descr();
     let data: Vec<f32> = match descr.trim_matches('\'') {
@@ -128,7 +129,37 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<NpyArray, NpyError> {
             .collect(),
         other => return Err(fmt(format!("unsupported dtype {other}"))),
     };
+    // numpy saves a transposed (Fortran-ordered) array as it is, with `fortran_order: True`.
+    let data = if fortran {
+        fortran_to_c(&data, &shape)
+    } else {
+        data
+    };
     Ok(NpyArray { shape, data })
+}
+
+/// `data` laid out in Fortran order (first index fastest) re-laid in C order.
+fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let n = data.len();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..n {
+        // Offset of the C-order index `idx` in Fortran order.
+        let (mut off, mut stride) = (0, 1);
+        for (i, &d) in idx.iter().zip(shape) {
+            off += i * stride;
+            stride *= d;
+        }
+        out.push(data[off]);
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    out
 }
 
 /// Writes `data` with `shape` as a float32 `.npy` file, atomically (temp file + rename).
@@ -162,4 +193,21 @@ pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Resul
         std::io::Write::flush(&mut w)
     })
     .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fortran_order_is_relaid_in_c_order() {
+        // [[0, 1, 2], [10, 11, 12]] stored column by column.
+        let f = [0.0, 10.0, 1.0, 11.0, 2.0, 12.0];
+        assert_eq!(
+            super::fortran_to_c(&f, &[2, 3]),
+            vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0]
+        );
+        let f3: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let c = super::fortran_to_c(&f3, &[2, 3, 4]);
+        // C index (i, j, k) holds the Fortran offset i + 2 j + 6 k.
+        assert_eq!(c[(3 + 2) * 4 + 3], (1 + 2 * 2 + 6 * 3) as f32);
+    }
 }

@@ -131,7 +131,7 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         &Default::default(),
     )
     .unwrap();
-    assert!(!asr_model.transcribe_file(fixture("asr/utt_0.wav")).is_err());
+    asr_model.transcribe_file(fixture("asr/utt_0.wav")).unwrap();
 
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();

@@ -285,7 +285,17 @@ pub fn evaluate(
     path: &Path,
 ) -> Result<Vec<(String, f64)>, BrainError> {
     let src = model_dir.display().to_string();
-    let asr = EncoderDecoderASR::from_hparams(&src, &FromHparamsOptions::default())
+    // A fresh savedir of its own beside the results: files found in a savedir are reused, so
+    // a default or earlier one could hold another model's (or an earlier export's) files.
+    let savedir = path.with_extension("savedir");
+    if savedir.exists() {
+        std::fs::remove_dir_all(&savedir).map_err(|e| BrainError::Io(savedir.clone(), e))?;
+    }
+    let opts = FromHparamsOptions {
+        savedir: Some(savedir),
+        ..Default::default()
+    };
+    let asr = EncoderDecoderASR::from_hparams(&src, &opts)
         .map_err(|e| BrainError::Config(e.to_string()))?;
     let mut sets = serde_json::Map::new();
     let mut wers = Vec::new();

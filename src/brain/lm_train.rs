@@ -57,7 +57,7 @@ impl Brain for LmTrain {
     ) -> Result<Tensor, BrainError> {
         let (tokens_bos, _) = batch.padded("tokens_bos")?.pair();
         let train = self.core.modules.training("lm_model");
-        let (logits, _) = self.lm.forward(&tokens_bos, None, train)?;
+        let (logits, _) = self.lm.forward(tokens_bos, None, train)?;
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?)
     }
 
@@ -70,8 +70,8 @@ impl Brain for LmTrain {
         let (tokens_eos, lens) = batch.padded("tokens_eos")?.pair();
         Ok(nll_loss(
             &p_seq,
-            &tokens_eos,
-            Some(&lens),
+            tokens_eos,
+            Some(lens),
             0.0,
             Reduction::Mean,
         )?)

@@ -17,7 +17,10 @@ use super::PretrainedError;
 /// Options of [`from_hparams`] (SpeechBrain's keyword arguments).
 #[derive(Debug, Clone)]
 pub struct FromHparamsOptions {
-    /// Where files are collected; default `pretrained_models/<last part of source>`.
+    /// Where files are collected; default `pretrained_models/<last part of source>-<hash>`, the
+    /// hash naming the source (a local folder by its absolute path), so two sources never share
+    /// a default savedir: files already in a savedir are reused, as SpeechBrain's `fetch`
+    /// reuses them, and a shared one would hand one model's files to another.
     pub savedir: Option<PathBuf>,
     /// The hyperparameter file in the source (default `hyperparams.yaml`).
     pub hparams_file: String,
@@ -45,12 +48,18 @@ impl FromHparamsOptions {
     /// The savedir for `source`.
     pub fn savedir_for(&self, source: &str) -> PathBuf {
         self.savedir.clone().unwrap_or_else(|| {
+            use sha2::Digest;
             let last = source
                 .trim_end_matches('/')
                 .rsplit('/')
                 .next()
                 .unwrap_or("model");
-            PathBuf::from("pretrained_models").join(last)
+            let key = std::fs::canonicalize(source)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| source.to_string());
+            let hash = sha2::Sha256::digest(key.as_bytes());
+            let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+            PathBuf::from("pretrained_models").join(format!("{last}-{hex}"))
         })
     }
 }

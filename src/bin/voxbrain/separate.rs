@@ -14,7 +14,7 @@ pub struct SeparateArgs {
     /// speechbrain/sepformer-wsj02mix.
     #[arg(long)]
     pub source: String,
-    /// Where model files are collected (default: pretrained_models/<name>).
+    /// Where model files are collected (default: pretrained_models/<name>-<hash of the source>).
     #[arg(long)]
     pub savedir: Option<PathBuf>,
     /// The mixture (any format voxbrain reads; resampled to the model's rate, channels

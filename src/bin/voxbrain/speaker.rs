@@ -15,7 +15,7 @@ pub struct ModelSource {
     /// speechbrain/spkrec-ecapa-voxceleb (HF_ENDPOINT, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE apply).
     #[arg(long)]
     pub source: String,
-    /// Where the model's files are collected (default: pretrained_models/<name>).
+    /// Where the model's files are collected (default: pretrained_models/<name>-<hash of the source>).
     #[arg(long)]
     pub savedir: Option<PathBuf>,
     /// The hyperparameter file inside the source.

@@ -156,6 +156,30 @@ pub fn asr(
         stats.summarize().wer
     );
     s.insert("asr".into(), Value::Array(rows));
+    if src.kind == demo::ModelKind::Trained {
+        // A model trained on synthetic speech, also shown on what it learned: utterances of
+        // the recipe's held-out voices and sentences.
+        let mut stats = ErrorRateStats::<String>::new();
+        for (i, (path, reference)) in demo::heldout_synthetic_utterances(out_dir)?
+            .iter()
+            .enumerate()
+        {
+            let hyp = asr.transcribe_file(path)?;
+            let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
+            stats.append(
+                &[&format!("heldout_{i}")],
+                &[words(&hyp)],
+                &[words(reference)],
+            );
+            println!(
+                "  held-out synthetic {}: {hyp:?}\n    oracle {reference:?}",
+                path.display()
+            );
+        }
+        let wer = stats.summarize().wer;
+        println!("  WER over the held-out synthetic utterances: {wer:.2}%");
+        s.insert("asr_synthetic".into(), json!({"wer": wer}));
+    }
     Ok(src)
 }
 
