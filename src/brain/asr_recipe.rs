@@ -20,13 +20,13 @@ use serde_json::json;
 
 use super::asr_finetune::{asr_dataset, EncDecFineTune};
 use super::lm_train::{text_dataset, LmTrain};
-use super::separation_recipe::with_overrides;
+use super::separation_recipe::open_recipe;
 use super::{Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, OptimizerKind};
 use crate::dataio::{DataLoaderOptions, DynamicItemDataset};
 use crate::inference::EncoderDecoderASR;
 use crate::metrics::{count_ops, op_table};
 use crate::nnet::init::{init_varmap, Init};
-use crate::pretrained::hparams::{Hparams, Kwargs};
+use crate::pretrained::hparams::Kwargs;
 use crate::pretrained::{FromHparamsOptions, Pretrained};
 use crate::tokenizers::SentencePiece;
 
@@ -102,15 +102,12 @@ pub fn init_asr_like_torch(varmap: &candle_nn::VarMap, seed: u64) -> candle_core
 pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let out = &cfg.output_dir;
     let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
-    let _lock =
-        crate::fsutil::DirLock::acquire(out, "an ASR training run").map_err(|e| io(out, e))?;
-    let text = std::fs::read_to_string(&cfg.hparams).map_err(|e| io(&cfg.hparams, e))?;
-    let origin = cfg.hparams.display().to_string();
-    let hp = Hparams::from_str(&text, &origin, cfg.overrides.as_deref())
-        .map_err(|e| BrainError::Config(e.to_string()))?;
-    let model_yaml = with_overrides(&text, cfg.overrides.as_deref())
-        .map_err(|e| BrainError::Config(format!("--overrides: {e}")))?;
+    let (_lock, hp, model_yaml) = open_recipe(
+        out,
+        &cfg.hparams,
+        cfg.overrides.as_deref(),
+        "an ASR training run",
+    )?;
     let kw = Kwargs::top_level(&hp);
     let bad = |e: String| BrainError::Config(format!("{}: {e}", cfg.hparams.display()));
     let seed = kw.usize("seed", 1234).map_err(bad)? as u64;

@@ -54,17 +54,12 @@ pub struct SeparationReport {
 /// is there).
 pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, BrainError> {
     let out = &cfg.output_dir;
-    std::fs::create_dir_all(out).map_err(|e| BrainError::Io(out.clone(), e))?;
-    let _lock = crate::fsutil::DirLock::acquire(out, "a separation training run")
-        .map_err(|e| BrainError::Io(out.clone(), e))?;
-    let text = std::fs::read_to_string(&cfg.hparams)
-        .map_err(|e| BrainError::Io(cfg.hparams.clone(), e))?;
-    let origin = cfg.hparams.display().to_string();
-    let hp = Hparams::from_str(&text, &origin, cfg.overrides.as_deref())
-        .map_err(|e| BrainError::Config(e.to_string()))?;
-    // The exported model's yaml must be the one it was built from, overrides included.
-    let model_yaml = with_overrides(&text, cfg.overrides.as_deref())
-        .map_err(|e| BrainError::Config(format!("--overrides: {e}")))?;
+    let (_lock, hp, model_yaml) = open_recipe(
+        out,
+        &cfg.hparams,
+        cfg.overrides.as_deref(),
+        "a separation training run",
+    )?;
     let kw = Kwargs::top_level(&hp);
     let bad = |e: String| BrainError::Config(format!("{}: {e}", cfg.hparams.display()));
     let seed = kw.usize("seed", 1234).map_err(bad)? as u64;
@@ -125,6 +120,27 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
         test_si_snri,
         model_dir,
     })
+}
+
+/// A recipe run's start: `out` created and locked against a second run, the recipe's yaml
+/// read and resolved with `overrides`, and the yaml the trained model is exported with (the
+/// recipe's, overrides written in: it must be the one the model was built from).
+pub(crate) fn open_recipe(
+    out: &Path,
+    hparams: &Path,
+    overrides: Option<&str>,
+    what: &str,
+) -> Result<(crate::fsutil::DirLock, Hparams, String), BrainError> {
+    let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let lock = crate::fsutil::DirLock::acquire(out, what).map_err(|e| io(out, e))?;
+    let text = std::fs::read_to_string(hparams).map_err(|e| io(hparams, e))?;
+    let origin = hparams.display().to_string();
+    let hp = Hparams::from_str(&text, &origin, overrides)
+        .map_err(|e| BrainError::Config(e.to_string()))?;
+    let model_yaml = with_overrides(&text, overrides)
+        .map_err(|e| BrainError::Config(format!("--overrides: {e}")))?;
+    Ok((lock, hp, model_yaml))
 }
 
 /// `text` with each top-level `key: value` of `overrides` written in place of the file's own
