@@ -37,6 +37,8 @@ pub struct EncDecFineTune {
     /// LibriSpeech CRDNN recipe: `ctc_weight * ctc + (1 - ctc_weight) * nll`); 0 (the
     /// tutorial's fine-tuning) leaves `ctc_lin` out. Set it with [`Self::with_ctc_weight`].
     ctc_weight: f64,
+    /// The yaml's `blank_index` (default 0), read once when CTC is turned on.
+    blank_index: usize,
     wer: (usize, usize),
     train_loss: Option<f64>,
     /// `(epoch, train loss, valid loss, valid WER)` of each finished epoch.
@@ -70,6 +72,7 @@ impl EncDecFineTune {
             lr_annealing: None,
             valid_wer: false,
             ctc_weight: 0.0,
+            blank_index: 0,
             wer: (0, 0),
             train_loss: None,
             epoch_stats: Vec::new(),
@@ -101,6 +104,8 @@ impl EncDecFineTune {
                 .modules
                 .add_from_varmap("ctc_lin", &self.asr.asr_varmap, &format!("{i}."));
         }
+        let blank = self.asr.hparams.get("blank_index").and_then(|v| v.as_i64());
+        self.blank_index = blank.unwrap_or(0).max(0) as usize;
         self.ctc_weight = ctc_weight;
         Ok(self)
     }
@@ -247,13 +252,12 @@ impl Brain for EncDecFineTune {
         let loss = match &predictions.p_ctc {
             Some(p_ctc) => {
                 let (tokens, tokens_lens) = batch.padded("tokens")?.pair();
-                let blank = self.asr.hparams.get("blank_index").and_then(|v| v.as_i64());
                 let ctc = ctc_loss(
                     p_ctc,
                     &tokens.to_device(&dev)?,
                     &predictions.wav_lens,
                     &tokens_lens.to_device(&dev)?,
-                    blank.unwrap_or(0).max(0) as usize,
+                    self.blank_index,
                     Reduction::Mean,
                 )?;
                 let w = self.ctc_weight;
