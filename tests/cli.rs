@@ -152,3 +152,63 @@ fn tour_summary_is_honest(dir: &std::path::Path, stdout: &str) {
     assert!(same_min > 0.25 && diff_max < 0.25, "{same_min} {diff_max}");
     assert!(dir.join("speaker_pca.png").is_file());
 }
+
+/// `eval-asr` scores a manifest with the bundled model as a user decodes it, applies yaml
+/// overrides to the search, and names a malformed test argument.
+#[test]
+fn eval_asr_scores_a_manifest_with_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let utts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("asr_trained/utterances.json")).unwrap(),
+    )
+    .unwrap();
+    let mut manifest = serde_json::Map::new();
+    for u in utts.as_array().unwrap() {
+        let wav = fixture(&format!("asr_trained/{}", u["wav"].as_str().unwrap()));
+        manifest.insert(
+            u["id"].as_str().unwrap().to_string(),
+            serde_json::json!({"file_path": wav, "words": u["words"], "spkID": "s",
+                               "length": u["seconds"]}),
+        );
+    }
+    let man = dir.path().join("held.json");
+    std::fs::write(&man, serde_json::Value::Object(manifest).to_string()).unwrap();
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/asr-crdnn-voxbrain-synth");
+    let wer = |extra: &[&str], name: &str| {
+        let out = run_ok(
+            voxbrain()
+                .args(["eval-asr", "--source"])
+                .arg(&model)
+                .arg("--test")
+                .arg(format!("held={}", man.display()))
+                .arg("--out")
+                .arg(dir.path().join(name))
+                .args(extra),
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap();
+        assert_eq!(saved["sets"]["held"]["utterances"], 3, "{saved}");
+        assert_eq!(saved["sets"]["held"]["wer"], line["wer_held"], "{saved}");
+        line["wer_held"].as_f64().unwrap()
+    };
+    let beam = wer(&[], "beam.json");
+    assert!(beam <= ASR_HELDOUT_WER_MAX, "beam search + LM: WER {beam}");
+    // An LM weight this large makes the LM pick the words: the override must reach the search.
+    let lm_heavy = wer(&["--overrides", "{lm_weight: 4.0}"], "lm.json");
+    assert!(lm_heavy > beam, "lm_weight 4.0: WER {lm_heavy} vs {beam}");
+    let out = voxbrain()
+        .args(["eval-asr", "--source"])
+        .arg(&model)
+        .args(["--test", "held.json", "--out"])
+        .arg(dir.path().join("x.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("held.json") && err.contains("NAME=MANIFEST"),
+        "{err}"
+    );
+}

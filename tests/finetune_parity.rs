@@ -150,45 +150,8 @@ fn step_parity(fixtures: &Path, model: &Path, grad_tol: f64, param_tol: f32, end
     b.core_mut().backward(&loss).unwrap();
     let grads = b.core().gradients();
     let want_grads = npy("grads.npy").data;
-    let mut worst = (0f64, String::new());
-    let mut errs = Vec::new();
-    for p in e["params"].as_array().unwrap() {
-        let key = p["key"].as_str().unwrap();
-        let (off, n) = (
-            p["offset"].as_u64().unwrap() as usize,
-            p["numel"].as_u64().unwrap() as usize,
-        );
-        let g = grads
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, g)| g.clone())
-            .unwrap_or_else(|| panic!("no gradient for {key}"));
-        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-        let w = &want_grads[off..off + n];
-        let num: f64 = g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-        let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
-        // A bias right before a train-mode BatchNorm has a gradient of exactly zero in exact
-        // arithmetic (the batch mean cancels it): both sides hold float noise there (~1e-6
-        // against a total norm of 142), so those are checked against a floor instead.
-        let floor = 1e-6 * e["grad_norm_f64"].as_f64().unwrap();
-        let gn_ours: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        if den.sqrt() < floor {
-            assert!(
-                gn_ours < floor,
-                "{key}: SpeechBrain's gradient is zero, ours {gn_ours:e}"
-            );
-            continue;
-        }
-        let r = (num / den).sqrt();
-        if r > worst.0 {
-            worst = (r, key.to_string());
-        }
-        let gn: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        if std::env::var_os("VOXBRAIN_DEBUG").is_some() {
-            println!("  {key}: |g| {gn:.4e} SB {:.4e} rel {r:.2e}", den.sqrt());
-        }
-        errs.push((key.to_string(), r));
-    }
+    let errs = grad_errors(&e, &grads, &want_grads);
+    let worst = worst_of(&errs);
     for (k, r) in &errs {
         if *r >= grad_tol.min(1e-3) {
             println!("  {k}: {r:.3e}");
@@ -265,11 +228,37 @@ fn joint_ctc_attention_loss_and_gradients_match_speechbrain() {
     b.core_mut().backward(&loss).unwrap();
     let grads = b.core().gradients();
     let want_grads = read_npy(fixtures.join("grads.npy")).unwrap().data;
-    let floor = 1e-6 * e["grad_norm_f64"].as_f64().unwrap();
-    let mut worst = (0f64, String::new());
     let params = e["params"].as_array().unwrap();
     assert!(params.iter().any(|p| p["key"] == "3.w.weight"), "ctc_lin");
-    for p in params {
+    let errs = grad_errors(&e, &grads, &want_grads);
+    for (key, r) in &errs {
+        assert!(*r < 1e-3, "{key}: gradient off by {r:.2e} (relative)");
+    }
+    let worst = worst_of(&errs);
+    assert_eq!(
+        grads.len(),
+        params.len(),
+        "every asr_model parameter trained"
+    );
+    println!(
+        "worst gradient relative error {:.2e} ({})",
+        worst.0, worst.1
+    );
+}
+
+/// Each parameter's gradient against SpeechBrain's (`grads.npy`, laid out as `expected.json`'s
+/// `params` say): `(key, relative L2 error)`. A bias right before a train-mode BatchNorm has a
+/// gradient of exactly zero in exact arithmetic (the batch mean cancels it): both sides hold
+/// float noise there (~1e-6 of the total norm), so those are checked against a floor instead
+/// and left out.
+fn grad_errors(
+    e: &serde_json::Value,
+    grads: &[(String, Option<candle_core::Tensor>)],
+    want_grads: &[f32],
+) -> Vec<(String, f64)> {
+    let floor = 1e-6 * e["grad_norm_f64"].as_f64().unwrap();
+    let mut errs = Vec::new();
+    for p in e["params"].as_array().unwrap() {
         let key = p["key"].as_str().unwrap();
         let (off, n) = (
             p["offset"].as_u64().unwrap() as usize,
@@ -284,9 +273,8 @@ fn joint_ctc_attention_loss_and_gradients_match_speechbrain() {
         let w = &want_grads[off..off + n];
         let num: f64 = g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
         let den: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+        let ours: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
         if den.sqrt() < floor {
-            // A bias before a train-mode BatchNorm: zero in exact arithmetic.
-            let ours: f64 = g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
             assert!(
                 ours < floor,
                 "{key}: SpeechBrain's gradient is zero, ours {ours:e}"
@@ -294,18 +282,21 @@ fn joint_ctc_attention_loss_and_gradients_match_speechbrain() {
             continue;
         }
         let r = (num / den).sqrt();
-        assert!(r < 1e-3, "{key}: gradient off by {r:.2e} (relative)");
-        if r > worst.0 {
-            worst = (r, key.to_string());
+        if std::env::var_os("VOXBRAIN_DEBUG").is_some() {
+            println!("  {key}: |g| {ours:.4e} SB {:.4e} rel {r:.2e}", den.sqrt());
         }
+        errs.push((key.to_string(), r));
     }
-    assert_eq!(
-        grads.len(),
-        params.len(),
-        "every asr_model parameter trained"
-    );
-    println!(
-        "worst gradient relative error {:.2e} ({})",
-        worst.0, worst.1
-    );
+    errs
+}
+
+/// The largest error of [`grad_errors`] and its parameter.
+fn worst_of(errs: &[(String, f64)]) -> (f64, String) {
+    errs.iter().fold((0f64, String::new()), |w, (k, r)| {
+        if *r > w.0 {
+            (*r, k.clone())
+        } else {
+            w
+        }
+    })
 }

@@ -281,6 +281,34 @@ pub fn evaluate(
     tests: &[(String, PathBuf)],
     path: &Path,
 ) -> Result<Vec<(String, f64)>, BrainError> {
+    evaluate_with(model_dir, tests, path, &EvalOptions::default())
+}
+
+/// How [`evaluate_with`] decodes: yaml overrides (e.g. `"lm_weight: 0.8"`, to tune the
+/// search on a validation set) and greedy decoding instead of the yaml's beam search.
+///
+/// ```
+/// let o = voxbrain::brain::asr_recipe::EvalOptions {
+///     overrides: Some("lm_weight: 0.8\nbeam_size: 8".into()),
+///     ..Default::default()
+/// };
+/// assert!(!o.greedy);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// YAML overrides applied to the model's hyperparams.yaml before it is resolved.
+    pub overrides: Option<String>,
+    /// Greedy decoding without the LM.
+    pub greedy: bool,
+}
+
+/// [`evaluate`] with decoding options.
+pub fn evaluate_with(
+    model_dir: &Path,
+    tests: &[(String, PathBuf)],
+    path: &Path,
+    eval: &EvalOptions,
+) -> Result<Vec<(String, f64)>, BrainError> {
     let src = model_dir.display().to_string();
     // A fresh savedir of its own beside the results: files found in a savedir are reused, so
     // a default or earlier one could hold another model's (or an earlier export's) files.
@@ -290,10 +318,14 @@ pub fn evaluate(
     }
     let opts = FromHparamsOptions {
         savedir: Some(savedir),
+        overrides: eval.overrides.clone(),
         ..Default::default()
     };
-    let asr = EncoderDecoderASR::from_hparams(&src, &opts)
+    let mut asr = EncoderDecoderASR::from_hparams(&src, &opts)
         .map_err(|e| BrainError::Config(e.to_string()))?;
+    if eval.greedy {
+        asr.decoding = crate::inference::DecodingMethod::Greedy;
+    }
     let mut sets = serde_json::Map::new();
     let mut wers = Vec::new();
     for (name, manifest) in tests {

@@ -1,5 +1,6 @@
 //! The `voxbrain` command line: SpeechBrain's tutorial steps as subcommands.
 
+mod eval_asr;
 mod fbank;
 mod finetune;
 mod inspect;
@@ -55,6 +56,9 @@ enum Command {
     /// with SpeechBrain's LibriSpeech recipes from one hyperparams.yaml: checkpoints,
     /// resumable, writes the model in SpeechBrain's layout and its test WER.
     TrainAsr(train_asr::TrainAsrArgs),
+    /// The WER of an ASR model on test manifests (beam search + LM as its yaml says, or
+    /// greedy), with yaml overrides to tune the search; prints {"wer_<set>": ...}.
+    EvalAsr(eval_asr::EvalAsrArgs),
     /// Walk through the tutorial steps voxbrain can run so far, on bundled audio.
     Tour(tour::TourArgs),
 }
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
         Command::Finetune(a) => finetune::run(a),
         Command::TrainSeparation(a) => train_separation::run(a),
         Command::TrainAsr(a) => train_asr::run(a),
+        Command::EvalAsr(a) => eval_asr::run(a),
         Command::Tour(a) => tour::run(a),
     };
     match result {

@@ -46,16 +46,7 @@ pub struct TrainAsrArgs {
 }
 
 pub fn run(a: TrainAsrArgs) -> anyhow::Result<()> {
-    let tests = a
-        .tests
-        .iter()
-        .map(|t| {
-            let (name, path) = t
-                .split_once('=')
-                .with_context(|| format!("--test {t:?}: expected NAME=MANIFEST"))?;
-            Ok((name.to_string(), PathBuf::from(path)))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tests = parse_tests(&a.tests)?;
     let cfg = AsrRecipe {
         hparams: a.hparams,
         overrides: a.overrides,
@@ -81,4 +72,17 @@ pub fn run(a: TrainAsrArgs) -> anyhow::Result<()> {
     }
     println!("{last}");
     Ok(())
+}
+
+/// `NAME=MANIFEST` arguments as `(name, manifest)`.
+pub fn parse_tests(tests: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    tests
+        .iter()
+        .map(|t| {
+            let (name, path) = t
+                .split_once('=')
+                .with_context(|| format!("--test {t:?}: expected NAME=MANIFEST"))?;
+            Ok((name.to_string(), PathBuf::from(path)))
+        })
+        .collect()
 }
