@@ -18,7 +18,8 @@ ctc_weight: 0.5
 dropout: 0.0
 lm_number_of_epochs: 15
 lm_batch_size: 4
-lm_lr: 0.02";
+lm_lr: 0.02
+lm_weight_grid: [0.0, 3.0]";
 
 fn manifest(dir: &Path) -> PathBuf {
     let out = dir.join("train.json");
@@ -106,6 +107,29 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         yaml.contains("\nlm_lr: 0.02"),
         "overrides written back: {yaml}"
     );
+    // The LM weight tried best on the validation set is the exported yaml's.
+    let tuning: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tuning/lm_weight.json")).unwrap())
+            .unwrap();
+    let tried = tuning["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{tuning}");
+    let best = tried
+        .iter()
+        .min_by(|a, b| {
+            let (a, b) = (
+                a["valid_wer"].as_f64().unwrap(),
+                b["valid_wer"].as_f64().unwrap(),
+            );
+            a.partial_cmp(&b).unwrap()
+        })
+        .unwrap();
+    assert_eq!(tuning["chosen"], best["lm_weight"], "{tuning}");
+    let chosen = tuning["chosen"].as_f64().unwrap();
+    assert!(
+        yaml.contains(&format!("\nlm_weight: {chosen}\n")),
+        "tuned lm_weight {chosen} exported: {yaml}"
+    );
+    assert!(stdout.contains("\"lm_weight\""), "{stdout}");
     // The exported LM is the trained one, not a fresh draw.
     let shapes = voxbrain::pretrained::ckpt::read_ckpt(model.join("lm.ckpt")).unwrap();
     let trained = voxbrain::pretrained::ckpt::read_ckpt(out.join("lm.ckpt")).unwrap();

@@ -7,7 +7,9 @@
 //!
 //! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
 //! `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
-//! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`. The LM is trained first (`OUT/lm.ckpt`,
+//! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`; `lm_weight_grid` (voxbrain's: LM weights
+//! tried on the validation set after training, the best written to the exported yaml's
+//! `lm_weight`; `OUT/tuning/`). The LM is trained first (`OUT/lm.ckpt`,
 //! checkpoints in `OUT/save_lm`), then the ASR model (`OUT/save`); a killed run resumes where
 //! it was. `OUT/model` gets `hyperparams.yaml`, `asr.ckpt`, `normalizer.ckpt`, `lm.ckpt`,
 //! `tokenizer.ckpt`; `OUT/results.json` the word error rate of each test set, decoded as a user
@@ -64,6 +66,8 @@ pub struct AsrReport {
     pub wer: Vec<(String, f64)>,
     /// The exported model folder.
     pub model_dir: PathBuf,
+    /// `(lm_weight, valid WER %)` of each `lm_weight_grid` value tried, when any were.
+    pub lm_weight_tuning: Vec<(f64, f64)>,
 }
 
 /// Fresh parameters for a CRDNN ASR model or RNNLM as PyTorch and SpeechBrain initialise them:
@@ -121,6 +125,7 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let lm_epochs = kw.usize("lm_number_of_epochs", 5).map_err(bad)?;
     let lm_batch = kw.usize("lm_batch_size", 64).map_err(bad)?.max(1);
     let lm_lr = kw.f64("lm_lr", 1e-3).map_err(bad)?;
+    let lm_grid = kw.f64_list("lm_weight_grid", &[]).map_err(bad)?;
 
     // The model's own files first: the exported folder copies them.
     let src = out.join("model_files");
@@ -199,12 +204,58 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let epochs_run = brain.epoch_stats.iter().map(|s| (s.0, s.1, s.2)).collect();
     drop(brain);
 
+    let lm_weight_tuning = match &cfg.valid {
+        Some(valid) if !lm_grid.is_empty() => tune_lm_weight(&model_dir, valid, &lm_grid, out)?,
+        _ => Vec::new(),
+    };
     let wer = evaluate(&model_dir, &cfg.tests, &out.join("results.json"))?;
     Ok(AsrReport {
         epochs: epochs_run,
         wer,
         model_dir,
+        lm_weight_tuning,
     })
+}
+
+/// Decodes `valid` with each LM weight of `grid` (beam search, as a user decodes) and writes
+/// the best (lowest WER; the first of equals) into `model_dir/hyperparams.yaml`'s `lm_weight`.
+/// Each try's transcripts go to `OUT/tuning/lm_weight_<w>.json`; returns `(weight, WER %)`.
+fn tune_lm_weight(
+    model_dir: &Path,
+    valid: &Path,
+    grid: &[f64],
+    out: &Path,
+) -> Result<Vec<(f64, f64)>, BrainError> {
+    let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
+    let dir = out.join("tuning");
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let sets = [("valid".to_string(), valid.to_path_buf())];
+    let mut tried = Vec::new();
+    for &w in grid {
+        let opts = EvalOptions {
+            overrides: Some(format!("lm_weight: {w}")),
+            greedy: false,
+        };
+        let path = dir.join(format!("lm_weight_{w}.json"));
+        let wer = evaluate_with(model_dir, &sets, &path, &opts)?[0].1;
+        tracing::info!("lm_weight {w}: valid WER {wer:.2}%");
+        tried.push((w, wer));
+    }
+    let best = tried
+        .iter()
+        .fold(tried[0], |b, &t| if t.1 < b.1 { t } else { b });
+    tracing::info!("lm_weight {} chosen (valid WER {:.2}%)", best.0, best.1);
+    let yaml = model_dir.join("hyperparams.yaml");
+    let text = std::fs::read_to_string(&yaml).map_err(|e| io(&yaml, e))?;
+    let text =
+        super::separation_recipe::with_overrides(&text, Some(&format!("lm_weight: {}", best.0)))
+            .map_err(BrainError::Config)?;
+    crate::fsutil::write_atomic(&yaml, text.as_bytes()).map_err(|e| io(&yaml, e))?;
+    let summary = json!({"chosen": best.0, "tried": tried.iter()
+        .map(|(w, e)| json!({"lm_weight": w, "valid_wer": e})).collect::<Vec<_>>()});
+    let path = dir.join("lm_weight.json");
+    crate::fsutil::write_atomic(&path, summary.to_string().as_bytes()).map_err(|e| io(&path, e))?;
+    Ok(tried)
 }
 
 /// The LM stage: trains `asr`'s `lm_model` on the recipe's text, or loads `OUT/lm.ckpt` when

@@ -67,6 +67,16 @@ pub fn run(a: TrainAsrArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     let mut last = serde_json::json!({"model": report.model_dir.display().to_string()});
+    if let Some((w, _)) = report
+        .lm_weight_tuning
+        .iter()
+        .fold(None::<(f64, f64)>, |b, &t| match b {
+            Some(b) if b.1 <= t.1 => Some(b),
+            _ => Some(t),
+        })
+    {
+        last["lm_weight"] = serde_json::json!(w);
+    }
     for (name, wer) in &report.wer {
         last[format!("wer_{name}")] = serde_json::json!(wer);
     }

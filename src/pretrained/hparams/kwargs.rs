@@ -15,6 +15,7 @@ use super::{Hparams, Object, Value};
 /// let kw = Kwargs::new(hp.object("enc", "B").unwrap());
 /// assert_eq!(kw.usize("n", 1).unwrap(), 3);
 /// assert_eq!(kw.usize_list("sizes", &[]).unwrap(), vec![2, 4]);
+/// assert_eq!(kw.f64_list("sizes", &[]).unwrap(), vec![2.0, 4.0]);
 /// assert!(kw.check_known(&["n"]).is_err());
 /// let top = Kwargs::top_level(&hp);
 /// assert_eq!(top.usize("number_of_epochs", 10).unwrap(), 10);
@@ -119,6 +120,26 @@ impl<'a> Kwargs<'a> {
                             .filter(|i| *i >= 0)
                             .map(|i| i as usize)
                             .ok_or_else(|| format!("`{key}` must hold non-negative integers"))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A list or tuple of numbers (a single number counts as a list of one).
+    pub fn f64_list(&self, key: &str, default: &[f64]) -> Result<Vec<f64>, String> {
+        match self.present(key) {
+            None => Ok(default.to_vec()),
+            Some(v) => {
+                if let Some(x) = v.as_f64() {
+                    return Ok(vec![x]);
+                }
+                v.as_list()
+                    .ok_or_else(|| format!("`{key}` must be a list of numbers"))?
+                    .iter()
+                    .map(|x| {
+                        x.as_f64()
+                            .ok_or_else(|| format!("`{key}` must hold numbers"))
                     })
                     .collect()
             }
