@@ -68,6 +68,8 @@ pub struct AsrReport {
     pub model_dir: PathBuf,
     /// `(lm_weight, valid WER %)` of each `lm_weight_grid` value tried, when any were.
     pub lm_weight_tuning: Vec<(f64, f64)>,
+    /// The LM weight chosen from them (written into the exported yaml).
+    pub lm_weight: Option<f64>,
 }
 
 /// Fresh parameters for a CRDNN ASR model or RNNLM as PyTorch and SpeechBrain initialise them:
@@ -204,9 +206,16 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let epochs_run = brain.epoch_stats.iter().map(|s| (s.0, s.1, s.2)).collect();
     drop(brain);
 
-    let lm_weight_tuning = match &cfg.valid {
-        Some(valid) if !lm_grid.is_empty() => tune_lm_weight(&model_dir, valid, &lm_grid, out)?,
-        _ => Vec::new(),
+    let (lm_weight_tuning, lm_weight) = match &cfg.valid {
+        Some(valid) if !lm_grid.is_empty() => {
+            let (tried, best) = tune_lm_weight(&model_dir, valid, &lm_grid, out)?;
+            (tried, Some(best))
+        }
+        None if !lm_grid.is_empty() => {
+            tracing::warn!("lm_weight_grid is set but there is no --valid set: lm_weight kept");
+            (Vec::new(), None)
+        }
+        _ => (Vec::new(), None),
     };
     let wer = evaluate(&model_dir, &cfg.tests, &out.join("results.json"))?;
     Ok(AsrReport {
@@ -214,18 +223,20 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
         wer,
         model_dir,
         lm_weight_tuning,
+        lm_weight,
     })
 }
 
 /// Decodes `valid` with each LM weight of `grid` (beam search, as a user decodes) and writes
 /// the best (lowest WER; the first of equals) into `model_dir/hyperparams.yaml`'s `lm_weight`.
-/// Each try's transcripts go to `OUT/tuning/lm_weight_<w>.json`; returns `(weight, WER %)`.
+/// Each try's transcripts go to `OUT/tuning/lm_weight_<w>.json`; returns every
+/// `(weight, WER %)` and the weight chosen.
 fn tune_lm_weight(
     model_dir: &Path,
     valid: &Path,
     grid: &[f64],
     out: &Path,
-) -> Result<Vec<(f64, f64)>, BrainError> {
+) -> Result<(Vec<(f64, f64)>, f64), BrainError> {
     let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
     let dir = out.join("tuning");
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -255,7 +266,7 @@ fn tune_lm_weight(
         .map(|(w, e)| json!({"lm_weight": w, "valid_wer": e})).collect::<Vec<_>>()});
     let path = dir.join("lm_weight.json");
     crate::fsutil::write_atomic(&path, summary.to_string().as_bytes()).map_err(|e| io(&path, e))?;
-    Ok(tried)
+    Ok((tried, best.0))
 }
 
 /// The LM stage: trains `asr`'s `lm_model` on the recipe's text, or loads `OUT/lm.ckpt` when
@@ -340,7 +351,7 @@ pub fn evaluate(
 ///
 /// ```
 /// let o = voxbrain::brain::asr_recipe::EvalOptions {
-///     overrides: Some("lm_weight: 0.8\nbeam_size: 8".into()),
+///     overrides: Some("{lm_weight: 0.8, beam_size: 8}".into()),
 ///     ..Default::default()
 /// };
 /// assert!(!o.greedy);

@@ -13,7 +13,7 @@ pub struct EvalAsrArgs {
     /// The model: a local folder in SpeechBrain's layout (hyperparams.yaml, asr.ckpt, ...).
     #[arg(long)]
     pub source: PathBuf,
-    /// YAML overrides of the model's search, e.g. "lm_weight: 0.8\nbeam_size: 8".
+    /// YAML overrides of the model's search, e.g. "{lm_weight: 0.8, beam_size: 8}".
     #[arg(long)]
     pub overrides: Option<String>,
     /// Greedy decoding without the language model instead of the yaml's beam search.

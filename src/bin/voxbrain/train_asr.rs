@@ -67,14 +67,7 @@ pub fn run(a: TrainAsrArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     let mut last = serde_json::json!({"model": report.model_dir.display().to_string()});
-    if let Some((w, _)) = report
-        .lm_weight_tuning
-        .iter()
-        .fold(None::<(f64, f64)>, |b, &t| match b {
-            Some(b) if b.1 <= t.1 => Some(b),
-            _ => Some(t),
-        })
-    {
+    if let Some(w) = report.lm_weight {
         last["lm_weight"] = serde_json::json!(w);
     }
     for (name, wer) in &report.wer {
