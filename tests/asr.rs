@@ -105,6 +105,7 @@ fn greedy_and_beam_search_match_speechbrain() {
         let mut searcher = S2SRNNBeamSearcher {
             modules: m.seq2seq_modules(),
             lm: m.lm_model.clone(),
+            ctc_lin: m.ctc_lin.clone(),
             config: m.beam.clone(),
         };
         let hyp = searcher.search(&enc, &[t]).unwrap();

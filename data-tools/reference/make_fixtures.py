@@ -34,6 +34,7 @@ TARGETS = {
     "separation_trained": "fixtures_separation_trained",
     "asr_trained": "fixtures_asr_trained",
     "joint_ctc": "fixtures_joint_ctc",
+    "asr_ctc": "fixtures_asr_ctc",
 }
 
 

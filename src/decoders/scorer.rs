@@ -1,14 +1,50 @@
 //! Shallow-fusion scorers of SpeechBrain's beam search (`speechbrain.decoders.scorer`):
-//! `RNNLMScorer` (language-model log-probabilities) and `CoverageScorer` (a penalty on
-//! attention that keeps returning to the same frames), combined by `ScorerBuilder` weights.
+//! `RNNLMScorer` (language-model log-probabilities), `CoverageScorer` (a penalty on
+//! attention that keeps returning to the same frames) and `CTCScorer` (CTC prefix scores of
+//! the best candidates, joint attention + CTC decoding), combined by `ScorerBuilder` weights.
 
 /// Which scorers run and with what weights (the yaml's `scorer: !new:...ScorerBuilder`).
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// ```
+/// let s = voxbrain::decoders::ScorerConfig::default();
+/// assert_eq!(s.scorer_beam_scale, 2.0);
+/// assert!(s.ctc.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScorerConfig {
     /// `weights: {rnnlm: w}` with `RNNLMScorer(temperature)`: `Some((w, temperature))`.
     pub rnnlm: Option<(f32, f32)>,
     /// `weights: {coverage: w}` with `CoverageScorer(threshold)`: `Some((w, threshold))`.
     pub coverage: Option<(f32, f32)>,
+    /// `partial_scorers: [CTCScorer]` with `weights: {ctc: w}`.
+    pub ctc: Option<CtcScorerConfig>,
+    /// `scorer_beam_scale`: partial scorers score `int(beam_size * scale)` candidates per
+    /// hypothesis, the best after the full scorers.
+    pub scorer_beam_scale: f64,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        Self {
+            rnnlm: None,
+            coverage: None,
+            ctc: None,
+            scorer_beam_scale: 2.0,
+        }
+    }
+}
+
+/// SpeechBrain's `CTCScorer(ctc_fc, blank_index, eos_index)` as a partial scorer: the
+/// attention log-probabilities are scaled by `1 - weight` and the CTC prefix scores of the
+/// candidates added with `weight`. The searcher needs the model's `ctc_lin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtcScorerConfig {
+    /// `weights: {ctc: w}`, in `(0, 1)`.
+    pub weight: f64,
+    /// `blank_index`.
+    pub blank_index: u32,
+    /// `eos_index` (the scorer's; SpeechBrain requires it to differ from the blank).
+    pub eos_index: u32,
 }
 
 /// `CoverageScorer`: the accumulated attention of each hypothesis; the penalty is the

@@ -7,6 +7,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::ctc_prefix::CtcPrefixScorer;
 use super::scorer::{CoverageScorer, ScorerConfig};
 use super::step::search_step;
 use crate::lobes::rnnlm::Rnnlm;
@@ -168,7 +169,8 @@ pub struct Hypothesis {
     pub score: f32,
 }
 
-/// SpeechBrain's `S2SRNNBeamSearcher` with its `ScorerBuilder` (RNNLM and coverage).
+/// SpeechBrain's `S2SRNNBeamSearcher` with its `ScorerBuilder` (RNNLM and coverage; CTC as
+/// a partial scorer).
 ///
 /// Reproduces SpeechBrain's end-of-search rule: when a beam never reaches EOS within
 /// `int(T * max_decode_ratio)` steps, the hypotheses still alive are taken as they are and,
@@ -179,6 +181,8 @@ pub struct S2SRNNBeamSearcher {
     pub modules: Seq2SeqModules,
     /// The language model of the RNNLM scorer.
     pub lm: Option<Rnnlm>,
+    /// The CTC layer (`ctc_lin`) of the CTC scorer.
+    pub ctc_lin: Option<Linear>,
     /// Search options.
     pub config: BeamSearchConfig,
 }
@@ -239,6 +243,27 @@ impl S2SRNNBeamSearcher {
             .scorer
             .coverage
             .map(|(_, thr)| CoverageScorer::new(thr, n_bh, frames));
+        let mut ctc = match (&cfg.scorer.ctc, &self.ctc_lin) {
+            (Some(c), Some(lin)) => {
+                let lp = candle_nn::ops::log_softmax(&lin.forward(enc, false)?, 2)?;
+                let lp: Vec<f32> = lp.flatten_all()?.to_vec1()?;
+                let scorer = CtcPrefixScorer::new(
+                    lp,
+                    (batch, frames, n_out),
+                    enc_len,
+                    beam,
+                    c.blank_index as usize,
+                    c.eos_index as usize,
+                );
+                // SpeechBrain scales the attention scores by `1 - ctc_weight` (a Python
+                // float) and the CTC scores by `ctc_weight`, each cast to the tensors' f32.
+                Some((scorer, (1.0 - c.weight) as f32, c.weight as f32))
+            }
+            (Some(_), None) => candle_core::bail!("beam search: CTC scorer set but no ctc_lin"),
+            _ => None,
+        };
+        // Candidates per hypothesis for the partial (CTC) scorer: int(beam * scale).
+        let n_cand = ((beam as f64 * cfg.scorer.scorer_beam_scale) as usize).clamp(1, n_out);
 
         let mut inp = vec![cfg.bos_index; n_bh];
         let mut seq_scores = vec![f32::NEG_INFINITY; n_bh];
@@ -255,6 +280,9 @@ impl S2SRNNBeamSearcher {
                 break;
             }
             let (mut lp, attn_v) = net.decoder(&inp, cfg.temperature)?;
+            if let Some((_, attn_weight, _)) = &ctc {
+                lp.iter_mut().for_each(|v| *v *= attn_weight);
+            }
 
             for r in 0..n_bh {
                 let row = &mut lp[r * n_out..(r + 1) * n_out];
@@ -292,6 +320,14 @@ impl S2SRNNBeamSearcher {
                         .iter_mut()
                         .for_each(|v| *v += add);
                 }
+            }
+
+            if let Some((scorer, _, w)) = ctc.as_mut() {
+                let cands = (0..n_bh)
+                    .map(|r| topk(&lp[r * n_out..(r + 1) * n_out], n_cand))
+                    .collect();
+                let sc = scorer.score(&inp, cands);
+                lp.iter_mut().zip(&sc).for_each(|(v, s)| *v += s * *w);
             }
 
             // Scores of every extension, then the best `beam` per utterance.
@@ -332,6 +368,9 @@ impl S2SRNNBeamSearcher {
             net.permute(&predecessors)?;
             if let Some(cov) = coverage.as_mut() {
                 cov.permute(&predecessors);
+            }
+            if let Some((scorer, _, _)) = ctc.as_mut() {
+                scorer.permute(&predecessors, &new_inp);
             }
             prev_peak = predecessors.iter().map(|&p| prev_peak[p]).collect();
             alive = predecessors

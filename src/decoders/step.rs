@@ -438,6 +438,7 @@ mod tests {
         let searcher = S2SRNNBeamSearcher {
             modules: modules.clone(),
             lm: Some(lm),
+            ctc_lin: None,
             config: BeamSearchConfig {
                 beam_size: 4,
                 eos_index: 2,
@@ -445,6 +446,7 @@ mod tests {
                 scorer: ScorerConfig {
                     rnnlm: Some((0.5, 1.25)),
                     coverage: Some((1.5, 0.5)),
+                    ..Default::default()
                 },
                 ..Default::default()
             },

@@ -496,6 +496,7 @@ impl EncoderDecoderASR {
                 let searcher = S2SRNNBeamSearcher {
                     modules,
                     lm: self.lm_model.clone(),
+                    ctc_lin: self.ctc_lin.clone(),
                     config: self.beam.clone(),
                 };
                 searcher

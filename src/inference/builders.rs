@@ -197,12 +197,26 @@ pub(crate) fn beam_search(
                 .and_then(|v| v.as_f64())
                 .unwrap_or(0.0) as f32
         };
-        if skw
+        cfg.scorer.scorer_beam_scale = skw.f64("scorer_beam_scale", 2.0).map_err(e)?;
+        for sc in skw
             .get("partial_scorers")
             .and_then(|v| v.as_list())
-            .is_some_and(|l| !l.is_empty())
+            .unwrap_or(&[])
         {
-            return Err(e("partial scorers are not supported yet".into()));
+            let so = sc
+                .as_new()
+                .ok_or_else(|| e("partial_scorers must hold scorer objects".into()))?;
+            if so.short_name() != "CTCScorer" {
+                return Err(e(format!(
+                    "partial scorer `{}` is not supported yet (CTCScorer)",
+                    so.short_name()
+                )));
+            }
+            let w = weights
+                .and_then(|w| w.get("ctc"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            cfg.scorer.ctc = ctc_scorer(so, w, &cfg).map_err(e)?;
         }
         for sc in skw
             .get("full_scorers")
@@ -231,7 +245,7 @@ pub(crate) fn beam_search(
         }
         if let Some(w) = weights {
             for (name, v) in w {
-                let used = matches!(name.as_str(), "rnnlm" | "coverage");
+                let used = matches!(name.as_str(), "rnnlm" | "coverage" | "ctc");
                 if !used && v.as_f64().unwrap_or(0.0) != 0.0 {
                     return Err(e(format!("scorer weight `{name}` is not supported yet")));
                 }
@@ -239,4 +253,43 @@ pub(crate) fn beam_search(
         }
     }
     Ok(cfg)
+}
+
+/// A `CTCScorer` partial scorer with its `weights: {ctc: w}`, checked as SpeechBrain checks
+/// it; `None` when the weight is 0 (the scores would be added times 0).
+fn ctc_scorer(
+    so: &Object,
+    weight: f64,
+    cfg: &crate::decoders::BeamSearchConfig,
+) -> Result<Option<crate::decoders::CtcScorerConfig>, String> {
+    use crate::pretrained::hparams::Kwargs;
+    let k = Kwargs::new(so);
+    k.check_known(&["ctc_fc", "blank_index", "eos_index", "ctc_window_size"])?;
+    if k.usize("ctc_window_size", 0)? != 0 {
+        return Err("CTCScorer's ctc_window_size is not supported yet (0 only)".into());
+    }
+    if ref_id(so, "ctc_fc").as_deref() != Some("ctc_lin") {
+        return Err("CTCScorer's ctc_fc must be `!ref <ctc_lin>`, the model's CTC layer".into());
+    }
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(format!("ctc weight {weight} is outside [0, 1]"));
+    }
+    if weight == 1.0 {
+        return Err(
+            "a ctc weight of 1.0 (CTC-only decoding, a full scorer) is not supported yet".into(),
+        );
+    }
+    if weight == 0.0 {
+        return Ok(None);
+    }
+    let blank = k.usize("blank_index", 0)? as u32;
+    let eos = k.usize("eos_index", 0)? as u32;
+    if blank == cfg.bos_index || blank == cfg.eos_index || cfg.bos_index == cfg.eos_index {
+        return Err("joint attention + CTC decoding needs blank, bos and eos at different indices (SpeechBrain refuses it too)".into());
+    }
+    Ok(Some(crate::decoders::CtcScorerConfig {
+        weight,
+        blank_index: blank,
+        eos_index: eos,
+    }))
 }
