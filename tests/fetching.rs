@@ -307,3 +307,35 @@ fn local_source_copies_or_links_and_names_missing_files() {
     f.read_to_string(&mut buf).unwrap();
     assert_eq!(buf, "abc");
 }
+
+/// A local model folder written again (a new training run, a re-export) is what the next load
+/// gets, as through SpeechBrain's symlinks; an unchanged one is not copied again.
+#[test]
+fn local_source_rewritten_replaces_the_savedir_copy() {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("a.ckpt");
+    std::fs::write(&file, b"old").unwrap();
+    let save = tempfile::tempdir().unwrap();
+    let s = src.path().to_str().unwrap();
+    let p = fetch("a.ckpt", s, Some(save.path()), &quiet()).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"old");
+    // Unchanged: the copy stays (its modification time is kept).
+    let before = p.metadata().unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fetch("a.ckpt", s, Some(save.path()), &quiet()).unwrap();
+    assert_eq!(p.metadata().unwrap().modified().unwrap(), before);
+    // Same size, newer content: copied again.
+    std::fs::write(&file, b"new").unwrap();
+    let p = fetch("a.ckpt", s, Some(save.path()), &quiet()).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    // Another size, even with an older time stamp: copied again.
+    std::fs::write(&file, b"newer").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let p = fetch("a.ckpt", s, Some(save.path()), &quiet()).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"newer");
+}

@@ -164,7 +164,8 @@ pub fn fetch_as(
         None => None,
     };
     if let Some(dst) = &destination {
-        if dst.exists() && !opts.overwrite {
+        let local = (from == FetchFrom::Local).then(|| Path::new(source).join(filename));
+        if dst.exists() && !opts.overwrite && !local.is_some_and(|src| stale_copy(&src, dst)) {
             tracing::debug!(file = filename, path = %dst.display(), "using file already in savedir");
             return Ok(dst.clone());
         }
@@ -258,6 +259,22 @@ fn hf_get(source: &str, filename: &str, opts: &FetchOptions) -> Result<PathBuf, 
 }
 
 /// Puts `src` at `dst` (copy through a temporary file, or symlink), or returns `src`.
+/// Whether `dst`, a copy of the local file `src` in a savedir, is out of date: SpeechBrain
+/// symlinks local files, so a model folder written again (a new training run, a re-export)
+/// is what it loads next; a copy must follow the same way. A symlink is never stale.
+fn stale_copy(src: &Path, dst: &Path) -> bool {
+    if dst.is_symlink() {
+        return false;
+    }
+    match (src.metadata(), dst.metadata()) {
+        (Ok(s), Ok(d)) => {
+            s.len() != d.len()
+                || matches!((s.modified(), d.modified()), (Ok(sm), Ok(dm)) if sm > dm)
+        }
+        _ => false,
+    }
+}
+
 fn place(
     src: &Path,
     dst: Option<&Path>,
