@@ -109,6 +109,7 @@ impl CtcPrefixScorer {
         let mut psi = vec![MINUS_INF; n_bh * vocab];
         let mut phi = vec![0f32; t_max];
         let mut r_sum = vec![0f32; t_max];
+        let mut phix = Vec::with_capacity(t_max);
         for h in 0..n_bh {
             let b = h / beam;
             let rp = &self.r_prev[h * t_max * 2..(h + 1) * t_max * 2];
@@ -133,17 +134,13 @@ impl CtcPrefixScorer {
                 }
                 // psi: the prefix + c ending at any frame from `start` on, or before.
                 let psi_init = rk[(start - 1) * 2];
-                let phix = |t: usize| {
-                    let prev = if t == 0 { phi[0] } else { phi[t - 1] };
-                    prev + self.xv(b, t, c)
-                };
-                let mut m = psi_init;
-                for t in start..t_max {
-                    m = m.max(phix(t));
-                }
+                // phix[t] for t in start.., computed once for the max and the sum.
+                phix.clear();
+                phix.extend((start..t_max).map(|t| phi[t - 1] + self.xv(b, t, c)));
+                let m = phix.iter().fold(psi_init, |m, &v| m.max(v));
                 let mut s = 0f32;
-                for t in start..t_max {
-                    s += (phix(t) - m).exp();
+                for &v in &phix {
+                    s += (v - m).exp();
                 }
                 s += (psi_init - m).exp();
                 psi[h * vocab + c] = m + s.ln();
