@@ -1,9 +1,10 @@
 //! Times SepFormer separation and (optionally) compares with SpeechBrain's output.
 //!
-//!     cargo run --release --example time_sepformer -- <model_dir> <mix.npy|seconds> [reference.npy|-] [repeats]
+//!     cargo run --release --example time_sepformer -- <model_dir> <mix.npy|seconds> [reference.npy|-] [repeats] [int8]
 //!
 //! `<mix.npy>`: a float32 mixture at the model rate; or a number of seconds of a synthetic
 //! mixture. Prints one JSON line: median time, peak RSS, SNR/max error against the reference.
+//! `int8`: the opt-in dynamic int8 quantization.
 
 #[path = "common/timing.rs"]
 mod timing;
@@ -26,7 +27,11 @@ fn main() -> anyhow::Result<()> {
         savedir: Some(save.path().to_path_buf()),
         ..Default::default()
     };
-    let model = SepformerSeparation::from_hparams(&args[0], &opts)?;
+    let mut model = SepformerSeparation::from_hparams(&args[0], &opts)?;
+    let int8 = args.get(4).is_some_and(|a| a == "int8");
+    if int8 {
+        model.quantize_dynamic()?;
+    }
     let fs = model.sample_rate() as usize;
     let mix: Vec<f32> = match args[1].parse::<f64>() {
         Ok(secs) => (0..(secs * fs as f64) as usize)
@@ -56,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     let got = est.flatten_all()?.to_vec1::<f32>()?;
     let mut report = serde_json::json!({
         "impl": "voxbrain", "simd": voxbrain::fastmath::simd_path(),
+        "int8": int8.then(voxbrain::nnet::qgemm::int8_path),
         "seconds": mix.len() as f64 / fs as f64,
         "median_ms": times[times.len() / 2],
         "peak_rss_mb": peak_rss_mb(),

@@ -140,3 +140,74 @@ fn official_ecapa_matches_speechbrain_on_real_speech() {
         "threshold 0.25 must separate them: same-speaker min {same_min}, different max {diff_max}"
     );
 }
+
+/// The opt-in int8 path (`quantize_dynamic`) on the same real speech: what it costs in accuracy.
+/// Its embeddings are compared with SpeechBrain's f32 ones, its verification decisions with
+/// SpeechBrain's, and its scores must still rank every same-speaker pair above every
+/// different-speaker pair.
+#[test]
+fn int8_ecapa_keeps_the_verification_decisions_on_real_speech() {
+    let Some(dir) = official_dir() else { return };
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let save = tempfile::tempdir().unwrap();
+    let opts = FromHparamsOptions {
+        savedir: Some(save.path().to_path_buf()),
+        ..Default::default()
+    };
+    let mut spk = SpeakerRecognition::from_hparams(dir.to_str().unwrap(), &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    spk.quantize_dynamic().unwrap();
+    let utts = manifest();
+    let want = npy("real_speech/sb_embeddings.npy");
+    let mut embs = Vec::new();
+    let mut worst = 1.0f64;
+    for (i, (id, path, _)) in utts.iter().enumerate() {
+        let wav = spk.encoder.load_audio(path).unwrap();
+        let e: Vec<f32> = spk
+            .encoder
+            .encode_batch(&wav, None, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let c = cosine(&e, &want.data[i * 192..(i + 1) * 192]);
+        println!("{id}: int8 embedding, cosine with SpeechBrain's f32 {c:.6}");
+        worst = worst.min(c);
+        embs.push(e);
+    }
+    let sb: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("real_speech/sb_scores.json")).unwrap(),
+    )
+    .unwrap();
+    let index = |id: &str| utts.iter().position(|u| u.0 == id).unwrap();
+    let (mut same_min, mut diff_max, mut worst_score, mut flips) = (f64::MAX, f64::MIN, 0f64, 0);
+    for p in sb["pairs"].as_array().unwrap() {
+        let (a, b) = (
+            index(p["a"].as_str().unwrap()),
+            index(p["b"].as_str().unwrap()),
+        );
+        let score = cosine(&embs[a], &embs[b]);
+        worst_score = worst_score.max((score - p["score"].as_f64().unwrap()).abs());
+        flips += usize::from((score > 0.25) != p["prediction"].as_bool().unwrap());
+        if utts[a].2 == utts[b].2 {
+            same_min = same_min.min(score);
+        } else {
+            diff_max = diff_max.max(score);
+        }
+    }
+    println!(
+        "int8: worst embedding cosine {worst:.6}; worst score change {worst_score:.4}; decisions changed {flips}; same-speaker min {same_min:.4}, different-speaker max {diff_max:.4}"
+    );
+    assert!(worst > 0.995, "int8 embedding cosine {worst}");
+    assert!(
+        worst < 0.999_999,
+        "int8 changed nothing: was the model quantized?"
+    );
+    assert!(worst_score < 0.03, "int8 moved a score by {worst_score}");
+    assert_eq!(flips, 0, "int8 changed verification decisions");
+    assert!(
+        same_min > diff_max,
+        "int8: same {same_min} <= different {diff_max}"
+    );
+}

@@ -5,7 +5,9 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::linear_train::StepLinear;
+use super::qgemm::{quantize_tensor, QWeight};
 use super::{linear, param, Activation, Dropout};
+use std::sync::Arc;
 
 /// Largest attention-weight tensor computed at once (elements): 2^25 = 128 MB of f32.
 pub const MAX_SCORE_ELEMS: usize = 1 << 25;
@@ -23,6 +25,8 @@ pub struct MultiheadAttention {
     d_model: usize,
     dropout: Dropout,
     max_score_elems: usize,
+    /// int8 copies of the in- and out-projections ([`Self::quantize_dynamic`]).
+    quant: Option<Arc<[QWeight; 2]>>,
 }
 
 impl MultiheadAttention {
@@ -31,6 +35,17 @@ impl MultiheadAttention {
     pub fn with_max_score_elems(mut self, n: usize) -> Self {
         self.max_score_elems = n.max(1);
         self
+    }
+
+    /// Dynamic int8 quantization of the in- and out-projections, as torch's
+    /// `quantize_dynamic` does to `nn.Linear` (see [`crate::nnet::qgemm`]); used by the CPU eval
+    /// kernels only (the f32 weights stay for training and other devices).
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.quant = Some(Arc::new([
+            quantize_tensor(&self.in_proj_weight)?,
+            quantize_tensor(&self.out_proj_weight)?,
+        ]));
+        Ok(())
     }
 
     /// Builds the layer; `vb` is the SpeechBrain module's path (e.g. `...layers.0.self_att`).
@@ -50,6 +65,7 @@ impl MultiheadAttention {
             d_model,
             dropout: Dropout { p: dropout },
             max_score_elems: MAX_SCORE_ELEMS,
+            quant: None,
         })
     }
 
@@ -90,6 +106,7 @@ impl MultiheadAttention {
                     out_w: &p[2],
                     out_b: &p[3],
                     nhead: h,
+                    quant: self.quant.as_deref(),
                 }
                 .forward_add(x, residual);
             }
@@ -167,6 +184,8 @@ pub struct PositionalwiseFeedForward {
     b2: Tensor,
     activation: Activation,
     dropout: Dropout,
+    /// int8 copies of the two weights ([`Self::quantize_dynamic`]).
+    quant: Option<Arc<[QWeight; 2]>>,
 }
 
 impl PositionalwiseFeedForward {
@@ -186,7 +205,17 @@ impl PositionalwiseFeedForward {
             b2: ffn.pp("3").get(input_size, "bias")?,
             activation,
             dropout: Dropout { p: dropout },
+            quant: None,
         })
+    }
+
+    /// Dynamic int8 quantization of both layers (see [`MultiheadAttention::quantize_dynamic`]).
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.quant = Some(Arc::new([
+            quantize_tensor(&self.w1)?,
+            quantize_tensor(&self.w2)?,
+        ]));
+        Ok(())
     }
 
     /// Applies the block over the last dimension.
@@ -211,6 +240,7 @@ impl PositionalwiseFeedForward {
                     w2: &p[2],
                     b2: &p[3],
                     activation: self.activation,
+                    quant: self.quant.as_deref(),
                 }
                 .forward_add(x, residual);
             }

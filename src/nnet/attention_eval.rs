@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::fused::softmax_row;
 use super::gemm::{matmul_into, matmul_into_with, HostF32, View};
+use super::qgemm::{qmatmul_strided, QWeight};
 use super::Activation;
 
 /// Whether the host kernels apply: CPU f32 tensors outside autograd.
@@ -33,16 +34,17 @@ pub(crate) fn linear_rows(
     b: Option<&Tensor>,
     what: &str,
 ) -> Result<Vec<f32>> {
-    linear_rows_add(x, rows, w, b, None, what)
+    linear_rows_add(x, rows, (w, None), b, None, what)
 }
 
 /// `residual + (x w^T + b)` (see [`linear_rows`]); `residual` is `[rows, out]`. Residual and
 /// bias are written first and the product accumulated onto them: the same sum as torch's
 /// `residual + linear(x)` in another order (within an ulp of each output), one pass fewer.
+/// With an int8 copy of `w` (`quant`) the product is the int8 one.
 pub(crate) fn linear_rows_add(
     x: &[f32],
     rows: usize,
-    w: &Tensor,
+    (w, quant): (&Tensor, Option<&QWeight>),
     b: Option<&Tensor>,
     residual: Option<&[f32]>,
     what: &str,
@@ -90,13 +92,17 @@ pub(crate) fn linear_rows_add(
         (None, Some(b)) => (0..rows).for_each(|_| y.extend_from_slice(b)),
         (None, None) => y.resize(rows * out, 0.0),
     }
-    matmul_into(
-        &mut y,
-        out,
-        View::rows(x, rows, inp, inp),
-        wv,
-        bias.is_some() || residual.is_some(),
-    )?;
+    let accumulate = bias.is_some() || residual.is_some();
+    if let Some(q) = quant {
+        if q.dims() != (out, inp) {
+            candle_core::bail!("{what}: int8 weight {:?} is not [{out}, {inp}]", q.dims());
+        }
+        // y^T = w x^T, written transposed into the row-major y.
+        let xt = View::rows(x, rows, inp, inp).t();
+        qmatmul_strided(&mut y, (1, out), accumulate, q, xt)?;
+        return Ok(y);
+    }
+    matmul_into(&mut y, out, View::rows(x, rows, inp, inp), wv, accumulate)?;
     Ok(y)
 }
 
@@ -119,6 +125,8 @@ pub(crate) struct SelfAttention<'a> {
     pub out_w: &'a Tensor,
     pub out_b: &'a Tensor,
     pub nhead: usize,
+    /// int8 copies of `in_w` and `out_w`, if quantized.
+    pub quant: Option<&'a [QWeight; 2]>,
 }
 
 impl SelfAttention<'_> {
@@ -132,11 +140,12 @@ impl SelfAttention<'_> {
         }
         let hd = d / h;
         let x = x.contiguous()?;
-        let qkv = linear_rows(
+        let qkv = linear_rows_add(
             HostF32::new(&x, "MultiheadAttention")?.slice(),
             b * t,
-            self.in_w,
+            (self.in_w, self.quant.map(|q| &q[0])),
             Some(self.in_b),
+            None,
             "MultiheadAttention in_proj",
         )?;
         // torch: q * sqrt(1 / hd) before the product.
@@ -178,7 +187,7 @@ impl SelfAttention<'_> {
         let y = linear_rows_add(
             &ctx,
             b * t,
-            self.out_w,
+            (self.out_w, self.quant.map(|q| &q[1])),
             Some(self.out_b),
             rh.as_ref().map(|r| r.slice()),
             "MultiheadAttention out_proj",
@@ -194,6 +203,8 @@ pub(crate) struct FeedForward<'a> {
     pub w2: &'a Tensor,
     pub b2: &'a Tensor,
     pub activation: Activation,
+    /// int8 copies of `w1` and `w2`, if quantized.
+    pub quant: Option<&'a [QWeight; 2]>,
 }
 
 impl FeedForward<'_> {
@@ -205,11 +216,12 @@ impl FeedForward<'_> {
         let inp = shape.pop().unwrap_or(0);
         let rows = x.elem_count() / inp.max(1);
         let what = "PositionalwiseFeedForward";
-        let mut hdn = linear_rows(
+        let mut hdn = linear_rows_add(
             HostF32::new(&x, what)?.slice(),
             rows,
-            self.w1,
+            (self.w1, self.quant.map(|q| &q[0])),
             Some(self.b1),
+            None,
             what,
         )?;
         match self.activation {
@@ -232,7 +244,7 @@ impl FeedForward<'_> {
         let y = linear_rows_add(
             &hdn,
             rows,
-            self.w2,
+            (self.w2, self.quant.map(|q| &q[1])),
             Some(self.b2),
             rh.as_ref().map(|r| r.slice()),
             what,

@@ -3,9 +3,11 @@
 //! only zero-pads, so the padding is done here).
 
 use super::gemm::{matmul_into, HostF32, View};
+use super::qgemm::{qmatmul_into, quantize_tensor, QWeight};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// How the time axis is padded before the convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct Conv1d {
     stride: usize,
     groups: usize,
     padding: Padding,
+    /// The int8 weight of [`Self::quantize_dynamic`], used by the CPU eval kernels.
+    quant: Option<Arc<QWeight>>,
 }
 
 impl Conv1d {
@@ -103,7 +107,43 @@ impl Conv1d {
             stride,
             groups,
             padding,
+            quant: None,
         })
+    }
+
+    /// Dynamic int8 quantization, as torch's `quantize_dynamic` (see [`super::qgemm`]): the
+    /// weight is quantized once here, the activations on every call. Only the CPU eval kernels
+    /// (stride 1, one group, see [`Self::host_ok`]) use it; training and other devices keep
+    /// the f32 weight, which stays loaded.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use candle_nn::{VarBuilder, VarMap};
+    /// use voxbrain::nnet::cnn::Conv1d;
+    /// let vm = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    /// let mut conv = Conv1d::new(4, 8, 3, 1, 1, vb.pp("conv")).unwrap();
+    /// let x = Tensor::randn(0f32, 1.0, (1, 4, 50), &Device::Cpu).unwrap();
+    /// let y = conv.forward_mode(&x, false).unwrap();
+    /// conv.quantize_dynamic().unwrap();
+    /// let yq = conv.forward_mode(&x, false).unwrap();
+    /// let err = (y - yq).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    /// assert!(err > 0.0 && err < 0.1);
+    /// ```
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        if self.groups != 1 || !self.weight.device().is_cpu() {
+            return Ok(());
+        }
+        let (co, ci, k) = self.weight.dims3()?;
+        self.quant = Some(Arc::new(quantize_tensor(
+            &self.weight.reshape((co, ci * k))?,
+        )?));
+        Ok(())
+    }
+
+    /// Whether [`Self::quantize_dynamic`] was applied.
+    pub fn is_quantized(&self) -> bool {
+        self.quant.is_some()
     }
 
     /// Left and right padding for an input of `len` frames.
@@ -207,7 +247,16 @@ impl Conv1d {
         }
         let w = HostF32::new(&self.weight, "Conv1d weight")?;
         let w = View::rows(w.slice(), co, ci * k, ci * k);
-        let tp = t.next_multiple_of(16);
+        // The int8 kernel pads its own panels, so it runs on exactly `t` frames.
+        let tp = if self.quant.is_some() {
+            t
+        } else {
+            t.next_multiple_of(16)
+        };
+        let product = |dst: &mut [f32], ldd: usize, rhs: View| match &self.quant {
+            Some(q) => qmatmul_into(dst, ldd, q, rhs),
+            None => matmul_into(dst, ldd, w, rhs, false),
+        };
         let cols;
         let rhs = if k == 1 {
             View::rows(x, ci, if ld >= tp { tp } else { t }, ld)
@@ -218,10 +267,10 @@ impl Conv1d {
             View::rows(&cols, ci * k, tp, tp)
         };
         if rhs.cols == t {
-            return matmul_into(out, t, w, rhs, false);
+            return product(out, t, rhs);
         }
         let mut y = vec![0f32; co * rhs.cols];
-        matmul_into(&mut y, rhs.cols, w, rhs, false)?;
+        product(&mut y, rhs.cols, rhs)?;
         for (o, y) in out.chunks_mut(t).zip(y.chunks(rhs.cols)) {
             o.copy_from_slice(&y[..t]);
         }

@@ -19,6 +19,7 @@ pub mod losses;
 pub mod normalization;
 pub(crate) mod pit;
 pub mod pooling;
+pub mod qgemm;
 pub mod rnn;
 pub mod rnn_decoder;
 pub(crate) mod rnn_step;

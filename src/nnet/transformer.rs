@@ -67,6 +67,13 @@ impl TransformerEncoderLayer {
         })
     }
 
+    /// Dynamic int8 quantization of the attention's projections and the feed-forward layers
+    /// (see [`MultiheadAttention::quantize_dynamic`]).
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.self_att.quantize_dynamic()?;
+        self.pos_ffn.quantize_dynamic()
+    }
+
     /// `src` `[B, T, D]` -> `[B, T, D]`.
     pub fn forward(&self, src: &Tensor, train: bool) -> Result<Tensor> {
         if self.normalize_before && !train {
@@ -116,6 +123,14 @@ impl TransformerEncoder {
             layers,
             norm: LayerNorm::new(cfg.d_model, 1e-6, vb.pp("norm"))?,
         })
+    }
+
+    /// Dynamic int8 quantization of every layer's products (see
+    /// [`TransformerEncoderLayer::quantize_dynamic`]).
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.layers
+            .iter_mut()
+            .try_for_each(|l| l.quantize_dynamic())
     }
 
     /// `src` `[B, T, D]` -> `[B, T, D]`.

@@ -7,15 +7,19 @@ use candle_nn::VarBuilder;
 
 use crate::nnet::cnn::Conv1d;
 use crate::nnet::fused::bias_relu_affine_rows;
-use crate::nnet::gemm::HostF32;
+use crate::nnet::gemm::{matmul_into, HostF32, View};
 use crate::nnet::normalization::BatchNorm1d;
+use crate::nnet::qgemm::{qmatmul_into, quantize_tensor, QWeight};
 use crate::nnet::stats_pooling::weighted_mean_std;
+use std::sync::Arc;
 
 /// Conv1d -> ReLU -> BatchNorm1d (SpeechBrain's order).
 #[derive(Debug, Clone)]
 pub struct TdnnBlock {
     conv: Conv1d,
     norm: BatchNorm1d,
+    /// int8 copy of the weight's input part for [`Self::forward_with_context`].
+    x_quant: Option<Arc<QWeight>>,
 }
 
 impl TdnnBlock {
@@ -30,7 +34,18 @@ impl TdnnBlock {
         Ok(Self {
             conv: Conv1d::new(cin, cout, k, d, groups, vb.pp("conv"))?,
             norm: BatchNorm1d::new(cout, vb.pp("norm"))?,
+            x_quant: None,
         })
+    }
+    pub(super) fn quantize_dynamic(&mut self) -> Result<()> {
+        self.conv.quantize_dynamic()
+    }
+    /// int8 for [`Self::forward_with_context`]: the weight's first `c` input channels (the
+    /// context part is a per-utterance bias and keeps f32).
+    fn quantize_input_part(&mut self, c: usize) -> Result<()> {
+        let w = self.conv.weight().squeeze(2)?.narrow(1, 0, c)?;
+        self.x_quant = Some(Arc::new(quantize_tensor(&w)?));
+        Ok(())
     }
     pub(super) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
@@ -123,13 +138,49 @@ impl TdnnBlock {
     fn forward_with_context(&self, x: &Tensor, ctx: &Tensor, train: bool) -> Result<Tensor> {
         let w = crate::nnet::param(self.conv.weight(), train).squeeze(2)?; // [O, C + Cc]
         let c = x.dim(1)?;
-        let y = crate::nnet::cnn::pointwise(x, &w.narrow(1, 0, c)?)?;
         let mut bias = ctx.matmul(&w.narrow(1, c, w.dim(1)? - c)?.t()?)?; // [B, O]
         if let Some(b) = self.conv.bias() {
             bias = bias.broadcast_add(&crate::nnet::param(b, train))?;
         }
+        if !train && self.conv.host_ok(x) && w.is_contiguous() {
+            return self.context_host(x, &w, &bias);
+        }
+        let y = crate::nnet::cnn::pointwise(x, &w.narrow(1, 0, c)?)?;
         let y = y.broadcast_add(&bias.unsqueeze(2)?)?.relu()?;
         self.norm.forward_t(&y, train)
+    }
+}
+
+impl TdnnBlock {
+    /// [`Self::forward_with_context`] in eval on the CPU: the input part of the weight `w`
+    /// `[O, C + Cc]` read in place (or its int8 copy), then the per-utterance `bias` `[B, O]`,
+    /// ReLU and BatchNorm in one pass.
+    fn context_host(&self, x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let (b, c, t) = x.dims3()?;
+        let (o, ctot) = w.dims2()?;
+        let x = x.contiguous()?;
+        let (xh, wh) = (
+            HostF32::new(&x, "ASP input")?,
+            HostF32::new(w, "ASP weight")?,
+        );
+        let bias = bias.to_vec2::<f32>()?;
+        let (scale, shift) = self.norm.eval_affine()?;
+        let (scale, shift) = (scale.to_vec1::<f32>()?, shift.to_vec1::<f32>()?);
+        let mut out = vec![0f32; b * o * t];
+        for ((xb, ob), bias) in xh
+            .slice()
+            .chunks(c * t)
+            .zip(out.chunks_mut(o * t))
+            .zip(&bias)
+        {
+            let xv = View::rows(xb, c, t, t);
+            match &self.x_quant {
+                Some(q) => qmatmul_into(ob, t, q, xv)?,
+                None => matmul_into(ob, t, View::rows(wh.slice(), o, c, ctot), xv, false)?,
+            }
+            bias_relu_affine_rows(ob, t, Some(bias), &scale, &shift);
+        }
+        Tensor::from_vec(out, (b, o, t), x.device())
     }
 }
 
@@ -147,6 +198,11 @@ impl Res2NetBlock {
             .map(|i| TdnnBlock::new(w, w, k, d, 1, vb.pp("blocks").pp(i)))
             .collect::<Result<_>>()?;
         Ok(Self { blocks, scale })
+    }
+    fn quantize_dynamic(&mut self) -> Result<()> {
+        self.blocks
+            .iter_mut()
+            .try_for_each(|b| b.quantize_dynamic())
     }
     pub(super) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train && self.blocks.iter().all(|b| b.conv.host_ok(x)) && x.dim(1)? % self.scale == 0 {
@@ -290,6 +346,16 @@ impl SeRes2NetBlock {
             },
         })
     }
+    /// int8 for every convolution over time; the squeeze-excitation's (one frame each) keeps
+    /// f32: it costs nothing and scales every channel.
+    pub(super) fn quantize_dynamic(&mut self) -> Result<()> {
+        self.tdnn1.quantize_dynamic()?;
+        self.res2net.quantize_dynamic()?;
+        self.tdnn2.quantize_dynamic()?;
+        self.shortcut
+            .iter_mut()
+            .try_for_each(|s| s.quantize_dynamic())
+    }
     pub(super) fn forward(
         &self,
         x: &Tensor,
@@ -341,6 +407,14 @@ impl AttentiveStatisticsPooling {
             conv: Conv1d::new(att, c, 1, 1, 1, vb.pp("conv"))?,
             global_context,
         })
+    }
+    pub(super) fn quantize_dynamic(&mut self) -> Result<()> {
+        if self.global_context {
+            self.tdnn.quantize_input_part(self.conv.weight().dim(0)?)?;
+        } else {
+            self.tdnn.quantize_dynamic()?;
+        }
+        self.conv.quantize_dynamic()
     }
     pub(super) fn forward(&self, x: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor> {
         let l = x.dim(2)?;

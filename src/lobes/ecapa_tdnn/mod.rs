@@ -194,6 +194,18 @@ impl EcapaTdnn {
         &self.cfg
     }
 
+    /// Dynamic int8 quantization of the convolutions over time (see
+    /// [`crate::nnet::cnn::Conv1d::quantize_dynamic`]); the final `fc` (one frame) keeps f32.
+    /// Eval on the CPU only; the f32 weights stay, so training is unchanged.
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.first.quantize_dynamic()?;
+        self.blocks
+            .iter_mut()
+            .try_for_each(|b| b.quantize_dynamic())?;
+        self.mfa.quantize_dynamic()?;
+        self.asp.quantize_dynamic()
+    }
+
     /// Training mode (BatchNorm batch statistics) or evaluation mode (running statistics).
     pub fn set_train(&mut self, train: bool) {
         self.train = train;

@@ -37,6 +37,11 @@ impl SBTransformerBlock {
         })
     }
 
+    /// Dynamic int8 quantization of the transformer's products.
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.mdl.quantize_dynamic()
+    }
+
     /// `x` `[B, T, D]` -> `[B, T, D]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.pos_enc {
@@ -165,6 +170,12 @@ impl DualComputationBlock {
             inter_linear: lin("inter_linear")?,
             skip_around_intra: cfg.skip_around_intra,
         })
+    }
+
+    /// Dynamic int8 quantization of both transformers.
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.intra_mdl.quantize_dynamic()?;
+        self.inter_mdl.quantize_dynamic()
     }
 
     /// `x` `[B, S, K, N]` -> `[B, S, K, N]`.
@@ -321,6 +332,14 @@ impl DualPathModel {
     /// Number of sources.
     pub fn num_spks(&self) -> usize {
         self.num_spks
+    }
+
+    /// Dynamic int8 quantization of the dual-path transformers, where nearly all of the
+    /// products are (see [`crate::nnet::qgemm`]); the 1x1 convolutions around them keep f32.
+    pub fn quantize_dynamic(&mut self) -> Result<()> {
+        self.dual_mdl
+            .iter_mut()
+            .try_for_each(|b| b.quantize_dynamic())
     }
 
     /// Encoded mixture `[B, L, N]` -> masks `[num_spks, B, L, N]` (SB: `[spks, B, N, L]`).

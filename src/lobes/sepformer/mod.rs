@@ -109,6 +109,12 @@ impl Sepformer {
         self.encoder.forward(mix, self.train)
     }
 
+    /// Opt-in dynamic int8 quantization of the masking network's transformers (CPU eval
+    /// only; see [`DualPathModel::quantize_dynamic`]).
+    pub fn quantize_dynamic(&mut self) -> candle_core::Result<()> {
+        self.masknet.quantize_dynamic()
+    }
+
     /// Masks `[num_spks, B, L, N]` for encoded mixtures `[B, L, N]`.
     pub fn masks(&self, mix_w: &Tensor) -> candle_core::Result<Tensor> {
         self.masknet.forward(mix_w, self.train)
