@@ -5,7 +5,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::linear_train::StepLinear;
-use super::qgemm::{quantize_tensor, QWeight};
+use super::qgemm::{quantize_linear, QWeight};
 use super::{linear, param, Activation, Dropout};
 use std::sync::Arc;
 
@@ -42,8 +42,8 @@ impl MultiheadAttention {
     /// kernels only (the f32 weights stay for training and other devices).
     pub fn quantize_dynamic(&mut self) -> Result<()> {
         self.quant = Some(Arc::new([
-            quantize_tensor(&self.in_proj_weight)?,
-            quantize_tensor(&self.out_proj_weight)?,
+            quantize_linear(&self.in_proj_weight)?,
+            quantize_linear(&self.out_proj_weight)?,
         ]));
         Ok(())
     }
@@ -212,8 +212,8 @@ impl PositionalwiseFeedForward {
     /// Dynamic int8 quantization of both layers (see [`MultiheadAttention::quantize_dynamic`]).
     pub fn quantize_dynamic(&mut self) -> Result<()> {
         self.quant = Some(Arc::new([
-            quantize_tensor(&self.w1)?,
-            quantize_tensor(&self.w2)?,
+            quantize_linear(&self.w1)?,
+            quantize_linear(&self.w2)?,
         ]));
         Ok(())
     }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::fused::softmax_row;
 use super::gemm::{matmul_into, matmul_into_with, HostF32, View};
-use super::qgemm::{qmatmul_strided, QWeight};
+use super::qgemm::{qlinear_rows, QWeight};
 use super::Activation;
 
 /// Whether the host kernels apply: CPU f32 tensors outside autograd.
@@ -80,6 +80,15 @@ pub(crate) fn linear_rows_add(
     if bias.is_some_and(|b| b.len() != out) {
         candle_core::bail!("{what}: bias does not have {out} values");
     }
+    if let Some(q) = quant {
+        if q.dims() != (out, inp) {
+            candle_core::bail!("{what}: int8 weight {:?} is not [{out}, {inp}]", q.dims());
+        }
+        // The int8 kernel adds bias and residual as it writes each tile.
+        let mut y = vec![0f32; rows * out];
+        qlinear_rows(&mut y, (bias, residual), q, x, rows)?;
+        return Ok(y);
+    }
     // The initial output in one pass: residual + bias, or either, or zeros.
     let mut y = Vec::with_capacity(rows * out);
     match (residual, bias) {
@@ -93,15 +102,6 @@ pub(crate) fn linear_rows_add(
         (None, None) => y.resize(rows * out, 0.0),
     }
     let accumulate = bias.is_some() || residual.is_some();
-    if let Some(q) = quant {
-        if q.dims() != (out, inp) {
-            candle_core::bail!("{what}: int8 weight {:?} is not [{out}, {inp}]", q.dims());
-        }
-        // y^T = w x^T, written transposed into the row-major y.
-        let xt = View::rows(x, rows, inp, inp).t();
-        qmatmul_strided(&mut y, (1, out), accumulate, q, xt)?;
-        return Ok(y);
-    }
     matmul_into(&mut y, out, View::rows(x, rows, inp, inp), wv, accumulate)?;
     Ok(y)
 }
