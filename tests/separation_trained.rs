@@ -36,6 +36,29 @@ fn bundled() -> (SepformerSeparation, tempfile::TempDir) {
     (model, dir)
 }
 
+/// One held-out mixture separated: the SNR of the output against SpeechBrain's, and the
+/// SI-SNR improvement over the mixture.
+fn separate(model: &SepformerSeparation, stem: &str) -> (f64, f64) {
+    let mix = wav(&format!("{stem}_mix.wav"));
+    let x = Tensor::from_slice(&mix, (1, mix.len()), &Device::Cpu).unwrap();
+    let est = model.separate_batch(&x).unwrap().squeeze(0).unwrap(); // [T, 2]
+    let want = common::npy(&format!("separation_trained/{stem}_speechbrain.npy"));
+    let got = est.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let parity = snr(&got, &want.data);
+    let est = est
+        .t()
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let sources = [
+        wav(&format!("{stem}_s1.wav")),
+        wav(&format!("{stem}_s2.wav")),
+    ];
+    (parity, pit_si_snri(&est, &sources, &mix).unwrap().mean)
+}
+
 #[test]
 fn bundled_model_matches_speechbrain_and_separates_held_out_voices() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
@@ -48,39 +71,15 @@ fn bundled_model_matches_speechbrain_and_separates_held_out_voices() {
     assert!(stems.len() >= 3, "{meta}");
     let mut improvements = Vec::new();
     for stem in stems {
-        let mix = wav(&format!("{stem}_mix.wav"));
-        let x = Tensor::from_slice(&mix, (1, mix.len()), &Device::Cpu).unwrap();
-        let est = model.separate_batch(&x).unwrap().squeeze(0).unwrap(); // [T, 2]
-        let want = common::npy(&format!("separation_trained/{stem}_speechbrain.npy"));
-        let got = est.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let parity = snr(&got, &want.data);
+        let (parity, score) = separate(&model, stem);
         assert!(
             parity > 60.0,
             "{stem}: SNR against SpeechBrain {parity:.1} dB"
         );
-        let est = est
-            .t()
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let sources = [
-            wav(&format!("{stem}_s1.wav")),
-            wav(&format!("{stem}_s2.wav")),
-        ];
-        let score = pit_si_snri(&est, &sources, &mix).unwrap();
         let sb = meta[stem]["si_snri_db"].as_f64().unwrap();
-        println!(
-            "{stem}: SI-SNRi {:.2} dB (SpeechBrain {sb:.2}), parity SNR {parity:.1} dB",
-            score.mean
-        );
-        assert!(
-            (score.mean - sb).abs() < 0.01,
-            "{stem}: {} vs {sb}",
-            score.mean
-        );
-        improvements.push(score.mean);
+        println!("{stem}: SI-SNRi {score:.2} dB (SpeechBrain {sb:.2}), parity SNR {parity:.1} dB");
+        assert!((score - sb).abs() < 0.01, "{stem}: {score} vs {sb}");
+        improvements.push(score);
     }
     let mean = improvements.iter().sum::<f64>() / improvements.len() as f64;
     // The model card's figure is over the recipe's 40 held-out mixtures (8.15 dB); these three
@@ -105,24 +104,7 @@ fn int8_separation_stays_close_on_held_out_voices() {
     .unwrap();
     let mut worst = 0f64;
     for stem in meta.as_object().unwrap().keys() {
-        let mix = wav(&format!("{stem}_mix.wav"));
-        let x = Tensor::from_slice(&mix, (1, mix.len()), &Device::Cpu).unwrap();
-        let est = model.separate_batch(&x).unwrap().squeeze(0).unwrap(); // [T, 2]
-        let want = common::npy(&format!("separation_trained/{stem}_speechbrain.npy"));
-        let got = est.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let closeness = snr(&got, &want.data);
-        let est = est
-            .t()
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let sources = [
-            wav(&format!("{stem}_s1.wav")),
-            wav(&format!("{stem}_s2.wav")),
-        ];
-        let score = pit_si_snri(&est, &sources, &mix).unwrap().mean;
+        let (closeness, score) = separate(&model, stem);
         let sb = meta[stem]["si_snri_db"].as_f64().unwrap();
         println!(
             "{stem}: int8 SI-SNRi {score:.2} dB (SpeechBrain f32 {sb:.2}); SNR against SpeechBrain's output {closeness:.1} dB"

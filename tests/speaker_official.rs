@@ -67,9 +67,8 @@ fn manifest() -> Vec<(String, PathBuf, String)> {
         .collect()
 }
 
-#[test]
-fn official_ecapa_matches_speechbrain_on_real_speech() {
-    let Some(dir) = official_dir() else { return };
+/// The official model from `dir`, int8 when asked, with the savedir that must outlive it.
+fn load(dir: &std::path::Path, int8: bool) -> (SpeakerRecognition, tempfile::TempDir) {
     // The official yaml's pretrainer names the hub; the local folder must win.
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let save = tempfile::tempdir().unwrap();
@@ -77,12 +76,18 @@ fn official_ecapa_matches_speechbrain_on_real_speech() {
         savedir: Some(save.path().to_path_buf()),
         ..Default::default()
     };
-    let spk = SpeakerRecognition::from_hparams(dir.to_str().unwrap(), &opts)
+    let mut spk = SpeakerRecognition::from_hparams(dir.to_str().unwrap(), &opts)
         .unwrap_or_else(|e| panic!("{e}"));
-    let utts = manifest();
+    if int8 {
+        spk.quantize_dynamic().unwrap();
+    }
+    (spk, save)
+}
+
+/// Each utterance's embedding (alone), and the worst cosine with SpeechBrain's.
+fn embed_all(spk: &SpeakerRecognition, utts: &[(String, PathBuf, String)]) -> (Vec<Vec<f32>>, f64) {
     let want = npy("real_speech/sb_embeddings.npy");
     assert_eq!(want.shape, vec![utts.len(), 192]);
-
     let mut embs = Vec::new();
     let mut worst = 1.0f64;
     for (i, (id, path, _)) in utts.iter().enumerate() {
@@ -100,6 +105,15 @@ fn official_ecapa_matches_speechbrain_on_real_speech() {
         worst = worst.min(c);
         embs.push(e);
     }
+    (embs, worst)
+}
+
+#[test]
+fn official_ecapa_matches_speechbrain_on_real_speech() {
+    let Some(dir) = official_dir() else { return };
+    let (spk, _save) = load(&dir, false);
+    let utts = manifest();
+    let (embs, worst) = embed_all(&spk, &utts);
     assert!(worst >= 0.99999, "worst embedding cosine {worst}");
 
     let sb: serde_json::Value = serde_json::from_str(
@@ -148,34 +162,9 @@ fn official_ecapa_matches_speechbrain_on_real_speech() {
 #[test]
 fn int8_ecapa_keeps_the_verification_decisions_on_real_speech() {
     let Some(dir) = official_dir() else { return };
-    std::env::set_var("HF_HUB_OFFLINE", "1");
-    let save = tempfile::tempdir().unwrap();
-    let opts = FromHparamsOptions {
-        savedir: Some(save.path().to_path_buf()),
-        ..Default::default()
-    };
-    let mut spk = SpeakerRecognition::from_hparams(dir.to_str().unwrap(), &opts)
-        .unwrap_or_else(|e| panic!("{e}"));
-    spk.quantize_dynamic().unwrap();
+    let (spk, _save) = load(&dir, true);
     let utts = manifest();
-    let want = npy("real_speech/sb_embeddings.npy");
-    let mut embs = Vec::new();
-    let mut worst = 1.0f64;
-    for (i, (id, path, _)) in utts.iter().enumerate() {
-        let wav = spk.encoder.load_audio(path).unwrap();
-        let e: Vec<f32> = spk
-            .encoder
-            .encode_batch(&wav, None, false)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let c = cosine(&e, &want.data[i * 192..(i + 1) * 192]);
-        println!("{id}: int8 embedding, cosine with SpeechBrain's f32 {c:.6}");
-        worst = worst.min(c);
-        embs.push(e);
-    }
+    let (embs, worst) = embed_all(&spk, &utts);
     let sb: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("real_speech/sb_scores.json")).unwrap(),
     )

@@ -13,7 +13,9 @@
 # Models (seeded weights at the official sizes, built once; KEEP=dir keeps them for reruns):
 # ECAPA (10 s, batch 1 and 8), SepFormer (5 s at 8 kHz), the ASR (a ~3 s utterance, beam 80 +
 # RNNLM; `transcribe_batch` and `encode_batch`). WHAT="ecapa sepformer asr" picks models.
-# Usage: [KEEP=dir] [ROUNDS=3] [WHAT=...] data-tools/reference/compare_paths_speed.sh [VENV_DIR]
+# INT8=1 also times the opt-in int8 path (`quantize_dynamic`) of ECAPA and SepFormer on each
+# SIMD path ("avx512+int8", "avx2+int8" columns, against the same SpeechBrain runs).
+# Usage: [KEEP=dir] [ROUNDS=3] [WHAT=...] [INT8=1] data-tools/reference/compare_paths_speed.sh [VENV_DIR]
 set -euo pipefail
 source "$(dirname "$0")/prologue.sh" "$@"
 rounds="${ROUNDS:-3}"
@@ -89,6 +91,9 @@ for r in $(seq "$rounds"); do
         done
         for p in "${paths[@]}"; do
           echo "ecapa $p $("$(bin "$p")"/time_ecapa "$tmp/ecapa" "$tmp/ten_s.wav" "$tmp/vb_ecapa.npy" 5)" >>"$log"
+          if [ "${INT8:-0}" = 1 ]; then
+            echo "ecapa $p+int8 $("$(bin "$p")"/time_ecapa "$tmp/ecapa" "$tmp/ten_s.wav" "$tmp/vb_ecapa.npy" 5 int8)" >>"$log"
+          fi
         done ;;
       sepformer)
         for s in "${sb_modes[@]}"; do
@@ -96,6 +101,9 @@ for r in $(seq "$rounds"); do
         done
         for p in "${paths[@]}"; do
           echo "sepformer $p $("$(bin "$p")"/time_sepformer "$tmp/sep/model" "$tmp/sep/mix5s.npy" "$tmp/sep/mix5s_sources.npy" 3)" >>"$log"
+          if [ "${INT8:-0}" = 1 ]; then
+            echo "sepformer $p+int8 $("$(bin "$p")"/time_sepformer "$tmp/sep/model" "$tmp/sep/mix5s.npy" "$tmp/sep/mix5s_sources.npy" 3 int8)" >>"$log"
+          fi
         done ;;
       asr)
         for s in "${sb_modes[@]}"; do
@@ -118,10 +126,11 @@ for line in open(sys.argv[1]):
 metrics = {"ecapa": [("ECAPA, 10 s, batch 1", "batch1_ms"), ("ECAPA, 10 s, batch 8", "batch8_ms")],
            "sepformer": [("SepFormer, 5 s at 8 kHz", "median_ms")],
            "asr": [("ASR, 3 s, beam 80 + RNNLM", "transcribe_ms"), ("ASR encoder, 3 s", "encode_ms")]}
-paths = [p for p in ("avx512", "avx2") if any(k[1] == p for k in rows)]
+paths = [p for p in ("avx512", "avx512+int8", "avx2", "avx2+int8") if any(k[1] == p for k in rows)]
 capped = any(k[1] == "sb_avx2" for k in rows)
 # Each path against SpeechBrain on the same instruction set.
 against = {"avx512": "sb", "avx2": "sb_avx2" if capped else "sb"}
+against.update({p + "+int8": against[p] for p in ("avx512", "avx2")})
 print(f"CPU: {sys.argv[2]}; {len(next(iter(rows.values())))} rounds; SpeechBrain 1.1.2, torch 2 threads"
       + ("; the avx2 columns against SpeechBrain held to AVX2" if capped else ""))
 head = ["SpeechBrain"] + (["SpeechBrain (AVX2)"] if capped else [])
@@ -134,6 +143,9 @@ for model in ("ecapa", "sepformer", "asr"):
         sb = {m: [x[key] for x in rows[(model, m)]] for m in set(against.values())}
         cells = [f"{statistics.median(sb[m]):.0f} ms" for m in (["sb", "sb_avx2"] if capped else ["sb"])]
         for p in paths:
+            if (model, p) not in rows:
+                cells += ["–", "–"]
+                continue
             vb = [x[key] for x in rows[(model, p)]]
             ratios = [s / v for s, v in zip(sb[against[p]], vb)]
             cells.append(f"{statistics.median(vb):.0f} ms")

@@ -121,14 +121,18 @@ impl Conv1d {
     /// use candle_nn::{VarBuilder, VarMap};
     /// use voxbrain::nnet::cnn::Conv1d;
     /// let vm = VarMap::new();
+    /// let init = candle_nn::Init::Randn { mean: 0.0, stdev: 0.5 };
+    /// vm.get((8, 4, 3), "conv.conv.weight", init, DType::F32, &Device::Cpu).unwrap();
     /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     /// let mut conv = Conv1d::new(4, 8, 3, 1, 1, vb.pp("conv")).unwrap();
     /// let x = Tensor::randn(0f32, 1.0, (1, 4, 50), &Device::Cpu).unwrap();
     /// let y = conv.forward_mode(&x, false).unwrap();
     /// conv.quantize_dynamic().unwrap();
     /// let yq = conv.forward_mode(&x, false).unwrap();
+    /// let peak = y.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     /// let err = (y - yq).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    /// assert!(err > 0.0 && err < 0.1);
+    /// // Close, but not the f32 result.
+    /// assert!(err > 0.0 && err < 0.05 * peak, "{err} of {peak}");
     /// ```
     pub fn quantize_dynamic(&mut self) -> Result<()> {
         if self.groups != 1 || !self.weight.device().is_cpu() {
