@@ -171,7 +171,8 @@ impl EncoderClassifier {
     /// Opt-in dynamic int8 quantization of the embedding model, as torch's
     /// `quantize_dynamic`: faster on the CPU, at a small cost in accuracy (the README measures
     /// both on real speech with the official weights). Embeddings no longer equal SpeechBrain's
-    /// f32 ones; without this call nothing changes.
+    /// f32 ones; without this call nothing changes. The int8 copies are taken at this call:
+    /// quantize after any fine-tuning.
     ///
     /// ```no_run
     /// use voxbrain::inference::speaker::SpeakerRecognition;

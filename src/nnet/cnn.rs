@@ -114,7 +114,8 @@ impl Conv1d {
     /// Dynamic int8 quantization, as torch's `quantize_dynamic` (see [`super::qgemm`]): the
     /// weight is quantized once here, the activations on every call. Only the CPU eval kernels
     /// (stride 1, one group, see [`Self::host_ok`]) use it; training and other devices keep
-    /// the f32 weight, which stays loaded.
+    /// the f32 weight, which stays loaded. The int8 copy is taken now: quantize after
+    /// training (again, if the weights change afterwards).
     ///
     /// ```
     /// use candle_core::{DType, Device, Tensor};

@@ -145,26 +145,11 @@ fn quantize(v: f32, inv: f32, zero: f32) -> u8 {
     unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
+/// The range of `v` widened to hold 0 (NaN skipped).
 #[inline(always)]
 fn min_max_generic(v: &[f32]) -> (f32, f32) {
-    // Lane-wise accumulators so that the loop vectorises (0 is always in the range).
-    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
-    let mut chunks = v.chunks_exact(16);
-    for c in &mut chunks {
-        for j in 0..16 {
-            // Selects (not f32::min/max, whose NaN rules do not vectorise); NaN is skipped.
-            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
-            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
-        }
-    }
-    for &x in chunks.remainder() {
-        lo[0] = lo[0].min(x);
-        hi[0] = hi[0].max(x);
-    }
-    (
-        lo.iter().fold(0f32, |a, &b| a.min(b)),
-        hi.iter().fold(0f32, |a, &b| a.max(b)),
-    )
+    let (lo, hi) = crate::fastmath::lanes_min_max(v);
+    (lo.min(0.0), hi.max(0.0))
 }
 crate::fastmath::simd_dispatch!(pub(super) fn min_max(v: &[f32]) -> (f32, f32) => min_max_generic);
 

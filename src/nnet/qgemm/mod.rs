@@ -14,6 +14,7 @@
 use candle_core::Result;
 use rayon::prelude::*;
 
+use super::fused::f32_vec;
 use super::gemm::View;
 
 mod acts;
@@ -127,19 +128,13 @@ impl QWeight {
 /// A 2-d weight tensor `[out, in]` (any device or dtype; read to the host), quantized.
 pub(crate) fn quantize_tensor(w: &candle_core::Tensor) -> Result<QWeight> {
     let (rows, cols) = w.dims2()?;
-    QWeight::quantize(&host_values(w)?, rows, cols)
+    QWeight::quantize(&f32_vec(w)?, rows, cols)
 }
 
 /// [`quantize_tensor`] for [`qlinear_rows`] (a `Linear` weight `[out, in]`).
 pub(crate) fn quantize_linear(w: &candle_core::Tensor) -> Result<QWeight> {
     let (rows, cols) = w.dims2()?;
-    QWeight::quantize_for_rows(&host_values(w)?, rows, cols)
-}
-
-fn host_values(w: &candle_core::Tensor) -> Result<Vec<f32>> {
-    w.flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()
+    QWeight::quantize_for_rows(&f32_vec(w)?, rows, cols)
 }
 
 /// `dst = w x` with `w` quantized (`[m, k]`) and `x` (`[k, n]`, any strides) quantized here;
