@@ -12,6 +12,7 @@
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
+use super::fgemm::{self, HeadScratch, PackedW};
 use super::fused::softmax_row;
 use super::gemm::{matmul_into, matmul_into_with, HostF32, View};
 use super::qgemm::{qlinear_rows, QWeight};
@@ -34,19 +35,21 @@ pub(crate) fn linear_rows(
     b: Option<&Tensor>,
     what: &str,
 ) -> Result<Vec<f32>> {
-    linear_rows_add(x, rows, (w, None), b, None, what)
+    linear_rows_add(x, rows, (w, None), b, None, fgemm::enabled(), what)
 }
 
 /// `residual + (x w^T + b)` (see [`linear_rows`]); `residual` is `[rows, out]`. Residual and
 /// bias are written first and the product accumulated onto them: the same sum as torch's
 /// `residual + linear(x)` in another order (within an ulp of each output), one pass fewer.
-/// With an int8 copy of `w` (`quant`) the product is the int8 one.
+/// With an int8 copy of `w` (`quant`) the product is the int8 one; else with `tiles` it is
+/// [`fgemm`]'s (the AVX2 path), else the `gemm` crate's.
 pub(crate) fn linear_rows_add(
     x: &[f32],
     rows: usize,
     (w, quant): (&Tensor, Option<&QWeight>),
     b: Option<&Tensor>,
     residual: Option<&[f32]>,
+    tiles: bool,
     what: &str,
 ) -> Result<Vec<f32>> {
     let (out, inp) = w.dims2()?;
@@ -88,6 +91,14 @@ pub(crate) fn linear_rows_add(
         let mut y = vec![0f32; rows * out];
         qlinear_rows(&mut y, (bias, residual), q, x, rows)?;
         return Ok(y);
+    }
+    if tiles {
+        let ep = fgemm::Epilogue {
+            bias,
+            residual,
+            relu: false,
+        };
+        return fgemm::par_rows(x, rows, &PackedW::new(wv.t()), ep);
     }
     // The initial output in one pass: residual + bias, or either, or zeros.
     let mut y = Vec::with_capacity(rows * out);
@@ -133,12 +144,21 @@ impl SelfAttention<'_> {
     /// `residual + attention(x)` for `x` `[B, T, D]` (no masks; `residual` of the same shape,
     /// or none) -> `[B, T, D]`.
     pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_add_with(x, residual, fgemm::enabled())
+    }
+
+    /// [`Self::forward_add`] with [`fgemm`]'s products (`tiles`) or the `gemm` crate's.
+    pub fn forward_add_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        tiles: bool,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let h = self.nhead;
         if h == 0 || !d.is_multiple_of(h) {
             candle_core::bail!("MultiheadAttention: d_model {d} not divisible by nhead {h}");
         }
-        let hd = d / h;
         let x = x.contiguous()?;
         let qkv = linear_rows_add(
             HostF32::new(&x, "MultiheadAttention")?.slice(),
@@ -146,39 +166,10 @@ impl SelfAttention<'_> {
             (self.in_w, self.quant.map(|q| &q[0])),
             Some(self.in_b),
             None,
+            tiles,
             "MultiheadAttention in_proj",
         )?;
-        // torch: q * sqrt(1 / hd) before the product.
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let mut heads = vec![0f32; b * t * d]; // [B, H, T, hd]
-        if t > 0 && hd > 0 {
-            heads.par_chunks_mut(t * hd).enumerate().try_for_each_init(
-                || (vec![0f32; t * hd], vec![0f32; t * t]),
-                |(q, s), (i, out)| {
-                    let (bi, hi) = (i / h, i % h);
-                    let seq = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
-                    for (r, qr) in q.chunks_mut(hd).enumerate() {
-                        let src = &seq[r * 3 * d + hi * hd..][..hd];
-                        qr.iter_mut().zip(src).for_each(|(q, &v)| *q = v * scale);
-                    }
-                    let k = View::rows(&seq[d + hi * hd..], t, hd, 3 * d);
-                    let v = View::rows(&seq[2 * d + hi * hd..], t, hd, 3 * d);
-                    matmul_into_with(s, t, View::rows(q, t, hd, hd), k.t(), false, 1)?;
-                    s.chunks_mut(t).for_each(softmax_row);
-                    matmul_into_with(out, hd, View::rows(s, t, t, t), v, false, 1)
-                },
-            )?;
-        }
-        // [B, H, T, hd] -> [B, T, H * hd]
-        let mut ctx = vec![0f32; b * t * d];
-        ctx.par_chunks_mut(t * d).enumerate().for_each(|(bi, dst)| {
-            for hi in 0..h {
-                let src = &heads[(bi * h + hi) * t * hd..][..t * hd];
-                for (r, row) in src.chunks(hd).enumerate() {
-                    dst[r * d + hi * hd..][..hd].copy_from_slice(row);
-                }
-            }
-        });
+        let ctx = context(&qkv, (b, t, d, h), tiles)?;
         let residual = residual.map(|r| r.contiguous()).transpose()?;
         let rh = residual
             .as_ref()
@@ -190,10 +181,76 @@ impl SelfAttention<'_> {
             (self.out_w, self.quant.map(|q| &q[1])),
             Some(self.out_b),
             rh.as_ref().map(|r| r.slice()),
+            tiles,
             "MultiheadAttention out_proj",
         )?;
         Tensor::from_vec(y, (b, t, d), x.device())
     }
+}
+
+/// The attention context `[B, T, H * hd]` from the packed projection `qkv` `[B, T, 3 D]`:
+/// per sequence and head, `softmax((q * sqrt(1 / hd)) k^T) v` (torch's order).
+fn context(
+    qkv: &[f32],
+    (b, t, d, h): (usize, usize, usize, usize),
+    tiles: bool,
+) -> Result<Vec<f32>> {
+    let hd = d / h;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let mut ctx = vec![0f32; b * t * d];
+    if t == 0 || hd == 0 {
+        return Ok(ctx);
+    }
+    // Head `o / hd`'s queries (o), keys (d + o) or values (2 d + o) of sequence `bi`.
+    let view = |bi: usize, o: usize| View::rows(&qkv[bi * t * 3 * d + o..], t, hd, 3 * d);
+    if tiles && b >= 4 * rayon::current_num_threads() {
+        // One task per sequence, writing its heads' columns of the context in place.
+        ctx.par_chunks_mut(t * d).enumerate().try_for_each_init(
+            HeadScratch::default,
+            |s, (bi, dst)| {
+                (0..h).try_for_each(|hi| {
+                    let o = hi * hd;
+                    let qkv = (view(bi, o), view(bi, d + o), view(bi, 2 * d + o));
+                    fgemm::attention_head(&mut dst[o..], qkv, scale, d, s)
+                })
+            },
+        )?;
+        return Ok(ctx);
+    }
+    // One task per sequence-head, into [B, H, T, hd], then reordered.
+    let mut heads = vec![0f32; b * t * d];
+    heads.par_chunks_mut(t * hd).enumerate().try_for_each_init(
+        || {
+            (
+                vec![0f32; t * hd],
+                vec![0f32; t * t],
+                HeadScratch::default(),
+            )
+        },
+        |(q, s, scratch), (i, out)| {
+            let (bi, o) = (i / h, (i % h) * hd);
+            let (qv, k, v) = (view(bi, o), view(bi, d + o), view(bi, 2 * d + o));
+            if tiles {
+                return fgemm::attention_head(out, (qv, k, v), scale, hd, scratch);
+            }
+            for (r, qr) in q.chunks_mut(hd).enumerate() {
+                let src = &qv.data[r * qv.rs..][..hd];
+                qr.iter_mut().zip(src).for_each(|(q, &v)| *q = v * scale);
+            }
+            matmul_into_with(s, t, View::rows(q, t, hd, hd), k.t(), false, 1)?;
+            s.chunks_mut(t).for_each(softmax_row);
+            matmul_into_with(out, hd, View::rows(s, t, t, t), v, false, 1)
+        },
+    )?;
+    ctx.par_chunks_mut(t * d).enumerate().for_each(|(bi, dst)| {
+        for hi in 0..h {
+            let src = &heads[(bi * h + hi) * t * hd..][..t * hd];
+            for (r, row) in src.chunks(hd).enumerate() {
+                dst[r * d + hi * hd..][..hd].copy_from_slice(row);
+            }
+        }
+    });
+    Ok(ctx)
 }
 
 /// The parameters of a `PositionalwiseFeedForward` (`Linear -> activation -> Linear`).
@@ -211,17 +268,39 @@ impl FeedForward<'_> {
     /// `residual + ffn(x)` over the last dimension of `x` (`residual` of the output's shape,
     /// or none). ReLU is applied in place on the hidden layer.
     pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_add_with(x, residual, fgemm::enabled())
+    }
+
+    /// [`Self::forward_add`] with [`fgemm`]'s products (`tiles`; ReLU layers run both
+    /// products block by block of rows) or the `gemm` crate's.
+    pub fn forward_add_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        tiles: bool,
+    ) -> Result<Tensor> {
         let x = x.contiguous()?;
         let mut shape = x.dims().to_vec();
         let inp = shape.pop().unwrap_or(0);
         let rows = x.elem_count() / inp.max(1);
         let what = "PositionalwiseFeedForward";
+        let residual = residual.map(|r| r.contiguous()).transpose()?;
+        let rh = residual
+            .as_ref()
+            .map(|r| HostF32::new(r, what))
+            .transpose()?;
+        if tiles && self.quant.is_none() && self.activation == Activation::Relu {
+            let y = self.fused_relu(HostF32::new(&x, what)?.slice(), rows, rh.as_ref())?;
+            shape.push(self.w2.dim(0)?);
+            return Tensor::from_vec(y, shape, x.device());
+        }
         let mut hdn = linear_rows_add(
             HostF32::new(&x, what)?.slice(),
             rows,
             (self.w1, self.quant.map(|q| &q[0])),
             Some(self.b1),
             None,
+            tiles,
             what,
         )?;
         match self.activation {
@@ -236,21 +315,44 @@ impl FeedForward<'_> {
                 hdn = other.forward(&t)?.flatten_all()?.to_vec1::<f32>()?;
             }
         }
-        let residual = residual.map(|r| r.contiguous()).transpose()?;
-        let rh = residual
-            .as_ref()
-            .map(|r| HostF32::new(r, what))
-            .transpose()?;
         let y = linear_rows_add(
             &hdn,
             rows,
             (self.w2, self.quant.map(|q| &q[1])),
             Some(self.b2),
             rh.as_ref().map(|r| r.slice()),
+            tiles,
             what,
         )?;
         shape.push(self.w2.dim(0)?);
         Tensor::from_vec(y, shape, x.device())
+    }
+
+    /// Both products of a ReLU layer with [`fgemm::feed_forward`].
+    fn fused_relu(&self, x: &[f32], rows: usize, residual: Option<&HostF32>) -> Result<Vec<f32>> {
+        let what = "PositionalwiseFeedForward";
+        let packed = |w: &Tensor| -> Result<PackedW> {
+            let (o, i) = w.dims2()?;
+            let w = w.contiguous()?;
+            let h = HostF32::new(&w, what)?;
+            Ok(PackedW::new(View::rows(h.slice(), o, i, i)))
+        };
+        let (b1, b2) = (self.b1.contiguous()?, self.b2.contiguous()?);
+        let (b1, b2) = (HostF32::new(&b1, what)?, HostF32::new(&b2, what)?);
+        let (p1, p2) = (packed(self.w1)?, packed(self.w2)?);
+        if b1.slice().len() != p1.dims().0 || b2.slice().len() != p2.dims().0 {
+            candle_core::bail!("{what}: a bias does not match its weight");
+        }
+        if p1.dims().1 * rows != x.len() {
+            candle_core::bail!("{what}: input is not [{rows}, {}]", p1.dims().1);
+        }
+        fgemm::feed_forward(
+            x,
+            rows,
+            (&p1, b1.slice()),
+            (&p2, b2.slice()),
+            residual.map(|r| r.slice()),
+        )
     }
 }
 
@@ -259,6 +361,7 @@ mod tests {
     use super::*;
     use crate::nnet::attention::MultiheadAttention;
     use crate::nnet::fused::tests::max_diff;
+    use crate::nnet::with_avx2_tiles;
     use candle_core::{Device, Var};
     use candle_nn::{VarBuilder, VarMap};
 
@@ -275,20 +378,27 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (3, 37, 24), &Device::Cpu)?;
         // Training mode with dropout 0 runs candle's ops (the path autograd uses).
         let reference = att.forward(&Var::from_tensor(&x)?.as_tensor().clone(), true)?;
-        let host = att.forward(&x, false)?;
         let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(scale > 0.1);
-        assert!(
-            max_diff(&reference, &host) < 1e-5 * scale,
-            "{}",
-            max_diff(&reference, &host)
-        );
-        // A sequence of one frame and an empty batch.
         let one = Tensor::randn(0f32, 1.0, (2, 1, 24), &Device::Cpu)?;
         let r1 = att.forward(&Var::from_tensor(&one)?.as_tensor().clone(), true)?;
-        assert!(max_diff(&r1, &att.forward(&one, false)?) < 1e-5);
-        let empty = Tensor::zeros((0, 5, 24), DType::F32, &Device::Cpu)?;
-        assert_eq!(att.forward(&empty, false)?.dims(), &[0, 5, 24]);
+        // 40 sequences: the tiles run one task per sequence (else per sequence-head).
+        let many = Tensor::randn(0f32, 1.0, (40, 9, 24), &Device::Cpu)?;
+        let r40 = att.forward(&Var::from_tensor(&many)?.as_tensor().clone(), true)?;
+        // The `gemm` crate's products and the AVX2 tiles (where the CPU has AVX2).
+        for tiles in [false, fgemm::supported()] {
+            with_avx2_tiles(tiles, || -> Result<()> {
+                let host = att.forward(&x, false)?;
+                let diff = max_diff(&reference, &host);
+                assert!(diff < 1e-5 * scale, "tiles {tiles}: {diff}");
+                // A sequence of one frame and an empty batch.
+                assert!(max_diff(&r1, &att.forward(&one, false)?) < 1e-5);
+                assert!(max_diff(&r40, &att.forward(&many, false)?) < 1e-5 * scale);
+                let empty = Tensor::zeros((0, 5, 24), DType::F32, &Device::Cpu)?;
+                assert_eq!(att.forward(&empty, false)?.dims(), &[0, 5, 24]);
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 
@@ -315,11 +425,17 @@ mod tests {
             for var in vm.data().lock().unwrap().values() {
                 var.set(&Tensor::randn(0f32, 0.5, var.dims(), &Device::Cpu)?)?;
             }
-            let x = Tensor::randn(0f32, 1.0, (2, 21, 16), &Device::Cpu)?;
+            // 130 rows: more than one block of the tiles' feed-forward.
+            let x = Tensor::randn(0f32, 1.0, (2, 65, 16), &Device::Cpu)?;
             let reference = layer.forward(&x, true)?; // candle's ops (dropout 0)
-            let host = layer.forward(&x, false)?;
-            let diff = max_diff(&reference, &host);
-            assert!(diff < 2e-5, "{normalize_before} {activation:?}: {diff}");
+            for tiles in [false, fgemm::supported()] {
+                let host = with_avx2_tiles(tiles, || layer.forward(&x, false))?;
+                let diff = max_diff(&reference, &host);
+                assert!(
+                    diff < 2e-5,
+                    "{normalize_before} {activation:?} {tiles}: {diff}"
+                );
+            }
         }
         Ok(())
     }
@@ -335,16 +451,21 @@ mod tests {
             .matmul(&w.t()?)?
             .broadcast_add(&b)?
             .reshape((2, 33, 11))?;
-        assert!(max_diff(&reference, &linear(&x, &w, Some(&b))?) < 1e-5);
         let no_bias = x.reshape((66, 19))?.matmul(&w.t()?)?.reshape((2, 33, 11))?;
-        assert!(max_diff(&no_bias, &linear(&x, &w, None)?) < 1e-5);
         // A weight stored as [in, out] and used through its transpose.
         let wt = w.t()?.contiguous()?.t()?;
         assert!(!wt.is_contiguous());
-        assert!(max_diff(&reference, &linear(&x, &wt, Some(&b))?) < 1e-5);
-        let bad = Tensor::zeros(10, DType::F32, &dev)?;
-        let err = linear(&x, &w, Some(&bad)).unwrap_err().to_string();
-        assert!(err.contains("bias"), "{err}");
+        for tiles in [false, fgemm::supported()] {
+            with_avx2_tiles(tiles, || -> Result<()> {
+                assert!(max_diff(&reference, &linear(&x, &w, Some(&b))?) < 1e-5);
+                assert!(max_diff(&no_bias, &linear(&x, &w, None)?) < 1e-5);
+                assert!(max_diff(&reference, &linear(&x, &wt, Some(&b))?) < 1e-5);
+                let bad = Tensor::zeros(10, DType::F32, &dev)?;
+                let err = linear(&x, &w, Some(&bad)).unwrap_err().to_string();
+                assert!(err.contains("bias"), "{err}");
+                Ok(())
+            })?;
+        }
         Ok(())
     }
 }

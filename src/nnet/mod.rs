@@ -9,6 +9,7 @@ pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
 pub mod embedding;
+pub(crate) mod fgemm;
 pub mod fused;
 pub(crate) mod gemm;
 pub(crate) mod global_norm_train;
@@ -29,6 +30,8 @@ pub mod train_ops;
 pub mod transformer;
 
 use candle_core::{Result, Tensor};
+
+pub use fgemm::with_avx2_tiles;
 
 /// `torch.nn.functional.linear` over the last dimension of a tensor of any rank:
 /// `x @ weight^T + bias`, with `weight` `[out, in]`. Leading dimensions are flattened into one
