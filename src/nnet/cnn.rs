@@ -2,6 +2,7 @@
 //! SpeechBrain's "same" padding, which pads in **reflect** mode by default (candle's conv1d
 //! only zero-pads, so the padding is done here).
 
+use super::fgemm;
 use super::gemm::{matmul_into, HostF32, View};
 use super::qgemm::{qmatmul_into, quantize_tensor, QWeight};
 use candle_core::{DType, Module, Result, Tensor, D};
@@ -251,6 +252,15 @@ impl Conv1d {
             );
         }
         let w = HostF32::new(&self.weight, "Conv1d weight")?;
+        if self.quant.is_none() && fgemm::enabled() {
+            // The AVX2 path: frames are the tile's vector lanes, no rounding of `t` needed.
+            if k == 1 {
+                return fgemm::par_wx_into(out, w.slice(), co, View::rows(x, ci, t, ld));
+            }
+            let mut cols = vec![0f32; ci * k * t];
+            im2col_reflect_into(x, (t, ld, t), k, self.dilation, pad, &mut cols);
+            return fgemm::par_wx_into(out, w.slice(), co, View::rows(&cols, ci * k, t, t));
+        }
         let w = View::rows(w.slice(), co, ci * k, ci * k);
         // The int8 kernel pads its own panels, so it runs on exactly `t` frames.
         let tp = if self.quant.is_some() {
@@ -674,15 +684,24 @@ mod tests {
         let convs = [
             Conv1d::new(4, 6, 3, 2, 1, vb.pp("a"))?,
             Conv1d::new(4, 6, 1, 1, 1, vb.pp("b"))?,
+            // More output channels than one row block of the AVX2 tiles, a dilated kernel.
+            Conv1d::new(4, 200, 3, 3, 1, vb.pp("c"))?,
         ];
         for var in vm.all_vars() {
             var.set(&Tensor::randn(0f32, 1.0, var.shape(), &Device::Cpu)?)?;
         }
         let x = Tensor::randn(0f32, 1.0, (2, 4, 21), &Device::Cpu)?;
-        for conv in &convs {
-            assert!(conv.host_ok(&x));
-            let d = (conv.forward_mode(&x, false)? - conv.forward_mode(&x, true)?)?;
-            assert!(d.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+        // The `gemm` crate's product, and the AVX2 tiles where the CPU has AVX2.
+        for tiles in [false, crate::nnet::fgemm::supported()] {
+            for conv in &convs {
+                assert!(conv.host_ok(&x));
+                let host = crate::nnet::with_avx2_tiles(tiles, || conv.forward_mode(&x, false))?;
+                let d = (host - conv.forward_mode(&x, true)?)?;
+                assert!(
+                    d.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4,
+                    "tiles {tiles}"
+                );
+            }
         }
         Ok(())
     }

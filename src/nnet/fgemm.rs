@@ -112,7 +112,7 @@ impl PackedW {
         if inp == 0 {
             return;
         }
-        for (p, dst) in self.data.chunks_mut(inp * NR).enumerate() {
+        let pack = |(p, dst): (usize, &mut [f32])| {
             let cols = NR.min(out - p * NR);
             if w.cs == 1 {
                 // Rows of `w` are contiguous: read each once, write it down a panel column.
@@ -126,7 +126,15 @@ impl PackedW {
                         (0..inp).for_each(|k| dst[k * NR + c] = 0.0);
                     }
                 }
-                continue;
+                return;
+            }
+            if w.rs == 1 {
+                // Columns of `w` are contiguous (activations `[K, N]` read as `[N, K]`).
+                for (k, d) in dst.chunks_mut(NR).enumerate() {
+                    d[..cols].copy_from_slice(&w.data[p * NR + k * w.cs..][..cols]);
+                    d[cols..].fill(0.0);
+                }
+                return;
             }
             for (k, d) in dst.chunks_mut(NR).enumerate() {
                 for (c, d) in d.iter_mut().enumerate() {
@@ -137,6 +145,15 @@ impl PackedW {
                     };
                 }
             }
+        };
+        // Large operands (a convolution's activations) are packed on all threads.
+        if out * inp >= 1 << 18 {
+            self.data
+                .par_chunks_mut(inp * NR)
+                .enumerate()
+                .for_each(pack);
+        } else {
+            self.data.chunks_mut(inp * NR).enumerate().for_each(pack);
         }
     }
 
@@ -201,33 +218,76 @@ fn rows_into_uninit(
     Ok(())
 }
 
-/// [`rows_into`] for a contiguous `x` `[rows, in]`, its rows split into blocks run as rayon
-/// tasks; returns `y` `[rows, out]`.
-pub(crate) fn par_rows(x: &[f32], rows: usize, w: &PackedW, ep: Epilogue) -> Result<Vec<f32>> {
+/// Rows per task for `rows` rows: at most `MC`, a multiple of `MR`, and as many tasks of
+/// about the same size as make a multiple of the thread count (so that no thread idles at the
+/// end, e.g. 66 + 62 rows for 128 on 2 threads).
+fn block_rows(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = rows.div_ceil(MC).next_multiple_of(threads);
+    rows.div_ceil(tasks).next_multiple_of(MR).clamp(MR, MC)
+}
+
+/// [`rows_into_uninit`] for a contiguous `x` `[rows, in]`, its rows split into blocks run as
+/// rayon tasks.
+fn par_into(
+    y: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    rows: usize,
+    w: &PackedW,
+    ep: Epilogue,
+) -> Result<()> {
     let (out, inp) = w.dims();
-    let mut y = Vec::with_capacity(rows * out);
-    if x.len() != rows * inp || ep.residual.is_some_and(|r| r.len() != rows * out) {
-        candle_core::bail!("fgemm: input or residual is not [{rows}, {inp} / {out}]");
+    if x.len() != rows * inp
+        || y.len() != rows * out
+        || ep.residual.is_some_and(|r| r.len() != rows * out)
+    {
+        candle_core::bail!("fgemm: input, output or residual is not [{rows}, {inp} / {out}]");
     }
-    if out == 0 {
-        return Ok(y);
+    if out == 0 || rows == 0 {
+        return Ok(());
     }
-    // Not zeroed first: every value is written below (a memset of each output cost ~5%).
-    y.spare_capacity_mut()[..rows * out]
-        .par_chunks_mut(MC * out)
+    let mc = block_rows(rows);
+    y.par_chunks_mut(mc * out)
         .enumerate()
         .try_for_each(|(i, yb)| {
             let n = yb.len() / out;
             let ep = Epilogue {
-                residual: ep.residual.map(|r| &r[i * MC * out..][..n * out]),
+                residual: ep.residual.map(|r| &r[i * mc * out..][..n * out]),
                 ..ep
             };
-            rows_into_uninit(yb, &x[i * MC * inp..], inp, n, w, ep)
-        })?;
-    // SAFETY: each block's `rows_into_uninit` returned Ok, so all `rows * out` values are
-    // written.
-    unsafe { y.set_len(rows * out) };
+            rows_into_uninit(yb, &x[i * mc * inp..], inp, n, w, ep)
+        })
+}
+
+/// [`rows_into`] for a contiguous `x` `[rows, in]`, its rows split into blocks run as rayon
+/// tasks; returns `y` `[rows, out]`.
+pub(crate) fn par_rows(x: &[f32], rows: usize, w: &PackedW, ep: Epilogue) -> Result<Vec<f32>> {
+    let n = rows * w.dims().0;
+    let mut y = Vec::with_capacity(n);
+    // Not zeroed first: every value is written (a memset of each output cost ~5%).
+    par_into(&mut y.spare_capacity_mut()[..n], x, rows, w, ep)?;
+    // SAFETY: `par_into` returned Ok, so all `n` values are written.
+    unsafe { y.set_len(n) };
     Ok(y)
+}
+
+/// `y = w x` for a weight `w` `[rows, K]` (row-major) and activations `x` `[K, N]` (a view,
+/// frames contiguous), into `y` `[rows, N]` row-major: a convolution as one product. The
+/// activations are packed as [`rows_into`]'s weight and the weight's rows are broadcast, so
+/// the frames are the vector lanes.
+pub(crate) fn par_wx_into(y: &mut [f32], w: &[f32], rows: usize, x: View) -> Result<()> {
+    if !x.fits() || w.len() != rows * x.rows {
+        candle_core::bail!(
+            "fgemm: [{rows}, {}] x [{}, {}] does not fit",
+            x.rows,
+            x.rows,
+            x.cols
+        );
+    }
+    let packed = PackedW::new(x.t());
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the kernel writes only f32 values.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    par_into(y, w, rows, &packed, Epilogue::default())
 }
 
 /// `residual + (relu(x w1^T + b1) w2^T + b2)` for contiguous `x` `[rows, in]`, block by block

@@ -119,7 +119,8 @@ impl<'a> View<'a> {
         }
     }
 
-    fn fits(&self) -> bool {
+    /// Whether every element is inside `data`.
+    pub fn fits(&self) -> bool {
         self.rows == 0
             || self.cols == 0
             || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
