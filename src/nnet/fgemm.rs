@@ -338,18 +338,27 @@ pub(crate) fn feed_forward(
 /// Reused buffers of [`attention_head`] (one per thread).
 #[derive(Default)]
 pub(crate) struct HeadScratch {
-    k: PackedW,
-    v: PackedW,
+    /// Keys as tile rows, `[t / MR][hd][MR]`.
+    k: Vec<f32>,
+    /// Values transposed, as tile rows: `[hd / MR][t][MR]`.
+    v: Vec<f32>,
+    /// `NR` scaled queries transposed: `[hd][NR]`.
     q: Vec<f32>,
-    scores: Vec<f32>,
+    /// Their scores, then probabilities, transposed: `[t][NR]`.
     p: Vec<f32>,
+    /// Their context transposed: `[hd / MR * MR][NR]`.
+    ctx: Vec<f32>,
 }
 
 /// One head of self-attention, `out = softmax((q * scale) k^T) v`, in torch's order of
 /// operations, on this thread: `q`, `k`, `v` are `[t, hd]` views (e.g. into the packed
-/// in-projection), `out` is `[t, hd]` with rows `ldo` apart. Query tile by query tile (`MR` rows): the
-/// tile's scores, softmax and product with `v` stay in L1, and the probabilities are written
-/// straight into the layout the second product reads.
+/// in-projection), `out` is `[t, hd]` with rows `ldo` apart.
+///
+/// By blocks of `NR` queries, transposed: the keys are the tile's broadcast rows and the
+/// queries its vector lanes, so the scores come out as `[t][NR]`, which is both what a
+/// softmax down the columns reads with full vectors and the layout the product with the
+/// values reads (as its panel, with the values' dimensions as broadcast rows). Nothing is
+/// transposed between the two products, and a block's scores (`t * NR` values) stay in L1.
 pub(crate) fn attention_head(
     out: &mut [f32],
     (q, k, v): (View, View, View),
@@ -359,7 +368,8 @@ pub(crate) fn attention_head(
 ) -> Result<()> {
     let (t, hd) = (q.rows, q.cols);
     let out_fits = t == 0 || (ldo >= hd && out.len() >= (t - 1) * ldo + hd);
-    if (k.rows, k.cols) != (t, hd) || (v.rows, v.cols) != (t, hd) || !out_fits {
+    let shapes_ok = (k.rows, k.cols) == (t, hd) && (v.rows, v.cols) == (t, hd);
+    if !shapes_ok || !out_fits || !q.fits() || !k.fits() || !v.fits() {
         candle_core::bail!("fgemm: attention operands are not all [{t}, {hd}]");
     }
     if !supported() {
@@ -368,13 +378,11 @@ pub(crate) fn attention_head(
     if t == 0 || hd == 0 {
         return Ok(());
     }
-    // k is the weight of `q k^T` as stored; v^T that of `p v`.
-    s.k.repack(k);
-    s.v.repack(v.t());
-    let tp = t.div_ceil(NR) * NR;
-    s.q.resize(hd * MR, 0.0);
-    s.scores.resize(MR * tp, 0.0);
-    s.p.resize(t * MR, 0.0);
+    pack_tile_rows(&mut s.k, k);
+    pack_tile_rows(&mut s.v, v.t());
+    s.q.resize(hd * NR, 0.0);
+    s.p.resize(t * NR, 0.0);
+    s.ctx.resize(hd.next_multiple_of(MR) * NR, 0.0);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present (`supported`); every buffer was sized above.
     unsafe {
@@ -383,10 +391,65 @@ pub(crate) fn attention_head(
     Ok(())
 }
 
+/// Packs `a` (`[rows, depth]`) as the broadcast side of the tiles: `[rows / MR][depth][MR]`,
+/// zero rows after the last.
+fn pack_tile_rows(dst: &mut Vec<f32>, a: View) {
+    let (rows, depth) = (a.rows, a.cols);
+    dst.resize(rows.div_ceil(MR) * MR * depth, 0.0);
+    if depth == 0 {
+        return;
+    }
+    for (ti, d) in dst.chunks_mut(MR * depth).enumerate() {
+        if a.rs == 1 && (ti + 1) * MR <= rows {
+            // A tile's rows are adjacent (e.g. values read transposed): MR values per step.
+            for (k, d) in d.chunks_exact_mut(MR).enumerate() {
+                d.copy_from_slice(&a.data[ti * MR + k * a.cs..][..MR]);
+            }
+            continue;
+        }
+        for i in 0..MR {
+            let r = ti * MR + i;
+            if r >= rows {
+                (0..depth).for_each(|k| d[k * MR + i] = 0.0);
+            } else if a.cs == 1 {
+                let src = &a.data[r * a.rs..][..depth];
+                src.iter().enumerate().for_each(|(k, &v)| d[k * MR + i] = v);
+            } else {
+                (0..depth).for_each(|k| d[k * MR + i] = a.data[r * a.rs + k * a.cs]);
+            }
+        }
+    }
+}
+
+/// Softmax down each of the `NR` columns of `p` (`[rows][NR]`), as `softmax_row` does along
+/// a row: the maximum subtracted, `fastmath::exp`, times the reciprocal of the sum (NaN
+/// anywhere in a column makes the column NaN).
+#[inline(always)]
+fn softmax_columns(p: &mut [f32]) {
+    let mut max = [f32::NEG_INFINITY; NR];
+    for row in p.chunks_exact(NR) {
+        for c in 0..NR {
+            max[c] = max[c].max(row[c]);
+        }
+    }
+    let mut sum = [0f32; NR];
+    for row in p.chunks_exact_mut(NR) {
+        for c in 0..NR {
+            row[c] = crate::fastmath::exp(row[c] - max[c]);
+            sum[c] += row[c];
+        }
+    }
+    let inv = sum.map(|s| 1.0 / s);
+    for row in p.chunks_exact_mut(NR) {
+        for c in 0..NR {
+            row[c] *= inv[c];
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Epilogue, HeadScratch, PackedW, View, KC, MR, NR};
-    use crate::nnet::fused::softmax_row;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -465,7 +528,6 @@ mod x86 {
         s: &mut HeadScratch,
     ) {
         let (t, hd) = (q.rows, q.cols);
-        let tp = t.div_ceil(NR) * NR;
         let zero = [0f32; NR];
         let plain = |kc| Pass {
             kc,
@@ -473,52 +535,51 @@ mod x86 {
             last: true,
             relu: false,
         };
-        for r0 in (0..t).step_by(MR) {
-            let mr = MR.min(t - r0);
-            // The query tile, scaled (torch scales q before the product), as `[hd][MR]`.
+        let tile_at = |x: *const f32, w: *const f32, y: *mut f32, rows: usize| Tile {
+            x,
+            w,
+            y,
+            ldy: NR,
+            rows,
+            cols: NR,
+            bias: zero.as_ptr(),
+            has_bias: false,
+            residual: None,
+        };
+        for q0 in (0..t).step_by(NR) {
+            let nq = NR.min(t - q0);
+            // The block's queries, scaled (torch scales q before the product), `[hd][NR]`.
             for k in 0..hd {
-                for i in 0..MR {
-                    s.q[k * MR + i] = if i < mr {
-                        q.data[(r0 + i) * q.rs + k * q.cs] * scale
+                for c in 0..NR {
+                    s.q[k * NR + c] = if c < nq {
+                        q.data[(q0 + c) * q.rs + k * q.cs] * scale
                     } else {
                         0.0
                     };
                 }
             }
-            // Scores `[MR][tp]`: the padding columns are zero weights, never read.
-            for p in 0..tp / NR {
-                let tile_args = Tile {
-                    x: s.q.as_ptr(),
-                    w: s.k.data.as_ptr().add(p * hd * NR),
-                    y: s.scores.as_mut_ptr().add(p * NR),
-                    ldy: tp,
-                    rows: MR,
-                    cols: NR,
-                    bias: zero.as_ptr(),
-                    has_bias: false,
-                    residual: None,
-                };
-                tile(&tile_args, &plain(hd));
+            // Scores transposed, `[t][NR]`: key tiles against the query panel.
+            for ti in 0..t.div_ceil(MR) {
+                let x = s.k.as_ptr().add(ti * MR * hd);
+                let y = s.p.as_mut_ptr().add(ti * MR * NR);
+                tile(
+                    &tile_at(x, s.q.as_ptr(), y, MR.min(t - ti * MR)),
+                    &plain(hd),
+                );
             }
-            for (i, row) in s.scores.chunks_mut(tp).take(mr).enumerate() {
-                softmax_row(&mut row[..t]);
-                for (k, &v) in row[..t].iter().enumerate() {
-                    s.p[k * MR + i] = v;
+            super::softmax_columns(&mut s.p[..t * NR]);
+            // Context transposed, `[hd][NR]`: value-dimension tiles against the
+            // probabilities.
+            for ti in 0..hd.div_ceil(MR) {
+                let x = s.v.as_ptr().add(ti * MR * t);
+                let y = s.ctx.as_mut_ptr().add(ti * MR * NR);
+                tile(&tile_at(x, s.p.as_ptr(), y, MR), &plain(t));
+            }
+            for c in 0..nq {
+                let row = &mut out[(q0 + c) * ldo..][..hd];
+                for (d, o) in row.iter_mut().enumerate() {
+                    *o = s.ctx[d * NR + c];
                 }
-            }
-            for p in 0..hd.div_ceil(NR) {
-                let tile_args = Tile {
-                    x: s.p.as_ptr(),
-                    w: s.v.data.as_ptr().add(p * t * NR),
-                    y: out.as_mut_ptr().add(r0 * ldo + p * NR),
-                    ldy: ldo,
-                    rows: mr,
-                    cols: NR.min(hd - p * NR),
-                    bias: zero.as_ptr(),
-                    has_bias: false,
-                    residual: None,
-                };
-                tile(&tile_args, &plain(t));
             }
         }
     }

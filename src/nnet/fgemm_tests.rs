@@ -183,3 +183,62 @@ fn nan_stays_in_its_row_and_bad_shapes_are_errors() -> Result<()> {
     assert!(par_rows(&x, rows, &p, ep).is_err());
     Ok(())
 }
+
+#[test]
+fn attention_head_matches_f64_softmax_attention() -> Result<()> {
+    if !supported() {
+        return Ok(());
+    }
+    // Ragged query blocks (t not a multiple of 16), ragged value tiles (hd not of 6), q, k,
+    // v read in place from a packed projection (rows 3 d apart), output rows `ldo` apart.
+    for (t, hd) in [(1, 4), (19, 6), (37, 40)] {
+        let (d, ldo) = (hd * 2, hd + 5);
+        let qkv = values(t * 3 * d, (t * hd) as u64);
+        let view = |o: usize| View::rows(&qkv[o..], t, hd, 3 * d);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![f32::NAN; t * ldo];
+        let mut s = HeadScratch::default();
+        attention_head(
+            &mut out,
+            (view(hd), view(d + hd), view(2 * d + hd)),
+            scale,
+            ldo,
+            &mut s,
+        )?;
+        let at = |o: usize, r: usize, c: usize| qkv[r * 3 * d + o + c] as f64;
+        for i in 0..t {
+            let scores: Vec<f64> = (0..t)
+                .map(|j| {
+                    (0..hd)
+                        .map(|c| at(hd, i, c) * scale as f64 * at(d + hd, j, c))
+                        .sum()
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in 0..hd {
+                let want: f64 = (0..t).map(|j| e[j] / z * at(2 * d + hd, j, c)).sum();
+                let got = out[i * ldo + c] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "t {t} hd {hd} ({i}, {c}): {got} vs {want}"
+                );
+            }
+            // Columns between rows are not written.
+            assert!(out[i * ldo + hd..(i + 1) * ldo].iter().all(|v| v.is_nan()));
+        }
+    }
+    let qkv = values(12, 1);
+    let bad = View::rows(&qkv, 3, 4, 4);
+    let mut out = vec![0f32; 11];
+    let err = attention_head(
+        &mut out,
+        (bad, bad, bad),
+        1.0,
+        4,
+        &mut HeadScratch::default(),
+    );
+    assert!(err.is_err());
+    Ok(())
+}
