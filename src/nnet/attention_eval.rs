@@ -160,6 +160,9 @@ impl SelfAttention<'_> {
             candle_core::bail!("MultiheadAttention: d_model {d} not divisible by nhead {h}");
         }
         let x = x.contiguous()?;
+        if tiles && self.quant.is_none() && b >= 4 * rayon::current_num_threads() {
+            return self.fused(&x, (b, t, d, h), residual);
+        }
         let qkv = linear_rows_add(
             HostF32::new(&x, "MultiheadAttention")?.slice(),
             b * t,
@@ -186,6 +189,39 @@ impl SelfAttention<'_> {
         )?;
         Tensor::from_vec(y, (b, t, d), x.device())
     }
+
+    /// The layer with [`fgemm::self_attention`] (one task per sequence).
+    fn fused(
+        &self,
+        x: &Tensor,
+        (b, t, d, h): (usize, usize, usize, usize),
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let what = "MultiheadAttention";
+        let (b_in, b_out) = (self.in_b.contiguous()?, self.out_b.contiguous()?);
+        let (b_in, b_out) = (HostF32::new(&b_in, what)?, HostF32::new(&b_out, what)?);
+        let residual = residual.map(|r| r.contiguous()).transpose()?;
+        let rh = residual
+            .as_ref()
+            .map(|r| HostF32::new(r, what))
+            .transpose()?;
+        let y = fgemm::self_attention(
+            HostF32::new(x, what)?.slice(),
+            (b, t, d, h),
+            (&packed(self.in_w, what)?, b_in.slice()),
+            (&packed(self.out_w, what)?, b_out.slice()),
+            rh.as_ref().map(|r| r.slice()),
+        )?;
+        Tensor::from_vec(y, (b, t, d), x.device())
+    }
+}
+
+/// A weight `[out, in]` packed for [`fgemm`].
+fn packed(w: &Tensor, what: &str) -> Result<PackedW> {
+    let (o, i) = w.dims2()?;
+    let w = w.contiguous()?;
+    let h = HostF32::new(&w, what)?;
+    Ok(PackedW::new(View::rows(h.slice(), o, i, i)))
 }
 
 /// The attention context `[B, T, H * hd]` from the packed projection `qkv` `[B, T, 3 D]`:
@@ -331,15 +367,9 @@ impl FeedForward<'_> {
     /// Both products of a ReLU layer with [`fgemm::feed_forward`].
     fn fused_relu(&self, x: &[f32], rows: usize, residual: Option<&HostF32>) -> Result<Vec<f32>> {
         let what = "PositionalwiseFeedForward";
-        let packed = |w: &Tensor| -> Result<PackedW> {
-            let (o, i) = w.dims2()?;
-            let w = w.contiguous()?;
-            let h = HostF32::new(&w, what)?;
-            Ok(PackedW::new(View::rows(h.slice(), o, i, i)))
-        };
         let (b1, b2) = (self.b1.contiguous()?, self.b2.contiguous()?);
         let (b1, b2) = (HostF32::new(&b1, what)?, HostF32::new(&b2, what)?);
-        let (p1, p2) = (packed(self.w1)?, packed(self.w2)?);
+        let (p1, p2) = (packed(self.w1, what)?, packed(self.w2, what)?);
         if b1.slice().len() != p1.dims().0 || b2.slice().len() != p2.dims().0 {
             candle_core::bail!("{what}: a bias does not match its weight");
         }

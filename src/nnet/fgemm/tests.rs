@@ -242,3 +242,34 @@ fn attention_head_matches_f64_softmax_attention() -> Result<()> {
     assert!(err.is_err());
     Ok(())
 }
+
+#[test]
+fn fused_self_attention_rejects_operands_that_do_not_fit() -> Result<()> {
+    let (b, t, d) = (2, 3, 4);
+    let x = values(b * t * d, 1);
+    let w_in = values(3 * d * d, 2);
+    let w_out = values(d * d, 3);
+    let (p_in, p_out) = (
+        PackedW::new(View::rows(&w_in, 3 * d, d, d)),
+        PackedW::new(View::rows(&w_out, d, d, d)),
+    );
+    let (b_in, b_out) = (vec![0f32; 3 * d], vec![0f32; d]);
+    // 3 heads do not divide d = 4; a short input; output and input projections swapped.
+    let attempts = [
+        self_attention(&x, (b, t, d, 3), (&p_in, &b_in), (&p_out, &b_out), None),
+        self_attention(
+            &x[1..],
+            (b, t, d, 2),
+            (&p_in, &b_in),
+            (&p_out, &b_out),
+            None,
+        ),
+        self_attention(&x, (b, t, d, 2), (&p_out, &b_out), (&p_in, &b_in), None),
+    ];
+    assert!(attempts.iter().all(|r| r.is_err()));
+    if supported() {
+        let y = self_attention(&x, (b, t, d, 2), (&p_in, &b_in), (&p_out, &b_out), Some(&x))?;
+        assert_eq!(y.len(), b * t * d);
+    }
+    Ok(())
+}
