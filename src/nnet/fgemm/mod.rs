@@ -130,9 +130,17 @@ impl PackedW {
             }
             if w.rs == 1 {
                 // Columns of `w` are contiguous (activations `[K, N]` read as `[N, K]`).
-                for (k, d) in dst.chunks_mut(NR).enumerate() {
-                    d[..cols].copy_from_slice(&w.data[p * NR + k * w.cs..][..cols]);
-                    d[cols..].fill(0.0);
+                for (k, d) in dst.chunks_exact_mut(NR).enumerate() {
+                    let src = &w.data[p * NR + k * w.cs..];
+                    if cols == NR {
+                        // A fixed length: inline vector moves, not a `memmove` call per step
+                        // (chunks_exact_mut(NR) yields exactly NR values: this cannot fail).
+                        let d: &mut [f32; NR] = d.try_into().unwrap();
+                        d.copy_from_slice(&src[..NR]);
+                    } else {
+                        d[..cols].copy_from_slice(&src[..cols]);
+                        d[cols..].fill(0.0);
+                    }
                 }
                 return;
             }
