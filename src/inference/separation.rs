@@ -124,8 +124,9 @@ impl SepformerSeparation {
 
     /// Opt-in dynamic int8 quantization, as torch's `quantize_dynamic` does to `nn.Linear`:
     /// the transformers' products run in int8 on the CPU, with outputs a little off
-    /// SpeechBrain's f32 ones. It pays on AVX2-only CPUs (about 1.3x faster than f32 there);
-    /// with AVX-512 it gains about 10% (the README measures both). The int8 copies are taken
+    /// SpeechBrain's f32 ones. With AVX-512 it gains about 10%; on AVX2-only CPUs it is now
+    /// slower than f32 (3.7 s against 3.5 s for 5 s of audio on a Xeon), whose fused AVX2
+    /// transformer kernels it does not use (the README measures both). The int8 copies are taken
     /// at this call: quantize after any fine-tuning. Without this call nothing changes.
     ///
     /// ```no_run

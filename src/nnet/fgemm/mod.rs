@@ -1,6 +1,9 @@
 //! f32 `x w^T` (+ bias, + residual, ReLU) for row-major activations on the AVX2 path: the
 //! weight packed per call into 16-column panels, a 6 x 16 micro-tile, the epilogue fused into
-//! the tile's store, and rows split into blocks that are one rayon task each.
+//! the tile's store, and rows split into blocks that are one rayon task each. Also `w x` for a
+//! convolution ([`par_wx_into`]), and a whole self-attention layer per sequence
+//! ([`self_attention`], [`attention_head`] in `attention.rs`). Nothing is cached between calls,
+//! so a fine-tuned weight is always the one used.
 //!
 //! Why not the `gemm` crate here: on the AVX2 path it ran SepFormer's transformer products
 //! (~10k token rows, depth 256 or 1024) at ~150 GFLOP/s on 2 cores of a Xeon against ~200 in
