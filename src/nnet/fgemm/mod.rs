@@ -194,9 +194,14 @@ pub(crate) fn rows_into(
     w: &PackedW,
     ep: Epilogue,
 ) -> Result<()> {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the kernel writes only f32 values.
-    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    rows_into_uninit(y, x, ldx, rows, w, ep)
+    rows_into_uninit(as_uninit(y), x, ldx, rows, w, ep)
+}
+
+/// An initialised buffer seen as one the kernels may write to.
+fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the kernels write only f32 values
+    // through it (never an uninitialised one), so `y` stays initialised.
+    unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// [`rows_into`] into memory that need not be initialised: the first `rows * out` values of
@@ -296,9 +301,7 @@ pub(crate) fn par_wx_into(y: &mut [f32], w: &[f32], rows: usize, x: View) -> Res
         );
     }
     let packed = PackedW::new(x.t());
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the kernel writes only f32 values.
-    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    par_into(y, w, rows, &packed, Epilogue::default())
+    par_into(as_uninit(y), w, rows, &packed, Epilogue::default())
 }
 
 /// `residual + (relu(x w1^T + b1) w2^T + b2)` for contiguous `x` `[rows, in]`, block by block

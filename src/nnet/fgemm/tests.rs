@@ -2,17 +2,7 @@ use super::*;
 
 /// Deterministic values in about [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    crate::nnet::qgemm::tests::lcg(seed, n)
 }
 
 /// The f64 reference of `epilogue(x w^T)` and, per output, `sum |x||w|` (the error scale).

@@ -19,7 +19,7 @@ use super::gemm::View;
 
 mod acts;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod tiles;
 
 use acts::{affine, min_max, quantize_acts, quantize_col};

@@ -3,7 +3,8 @@
 use super::tiles::Tile;
 use super::*;
 
-fn lcg(seed: u64, n: usize) -> Vec<f32> {
+/// Deterministic values in about [-1, 1) (also the fgemm tests').
+pub(crate) fn lcg(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
