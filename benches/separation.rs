@@ -35,9 +35,48 @@ fn bench_sepformer(c: &mut Criterion) {
     });
 }
 
+/// One full-size SepFormer transformer layer (d_model 256, 8 heads, d_ffn 1024, pre-norm) on an
+/// intra-chunk batch of 5 s (41 chunks of 250 frames), with the `gemm` crate's products and
+/// with the AVX2 tiles (`with_avx2_tiles`; where the CPU has AVX2), whatever the build's path.
+fn bench_transformer_layer(c: &mut Criterion) {
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+    use voxbrain::nnet::transformer::{TransformerConfig, TransformerEncoderLayer};
+    use voxbrain::nnet::{with_avx2_tiles, Activation};
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let cfg = TransformerConfig {
+        num_layers: 1,
+        d_model: 256,
+        nhead: 8,
+        d_ffn: 1024,
+        dropout: 0.0,
+        activation: Activation::Relu,
+        normalize_before: true,
+    };
+    let layer = TransformerEncoderLayer::new(&cfg, vb).unwrap();
+    for var in vm.all_vars() {
+        let w = Tensor::randn(0f32, 0.05, var.shape(), &Device::Cpu).unwrap();
+        var.set(&w).unwrap();
+    }
+    let x = Tensor::randn(0f32, 1.0, (41, 250, 256), &Device::Cpu).unwrap();
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    for (name, tiles) in [("gemm", false), ("avx2_tiles", true)] {
+        if tiles && !avx2 {
+            continue;
+        }
+        c.bench_function(&format!("sepformer_transformer_layer/{name}"), |b| {
+            b.iter(|| with_avx2_tiles(tiles, || layer.forward(&x, false)).unwrap())
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(5));
-    targets = bench_sepformer
+    targets = bench_sepformer, bench_transformer_layer
 }
 criterion_main!(benches);

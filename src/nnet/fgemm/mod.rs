@@ -47,11 +47,12 @@ pub(crate) fn enabled() -> bool {
             .unwrap_or_else(|| crate::fastmath::simd_path() == "avx2")
 }
 
-/// Runs `f` with the AVX2 product kernels of the transformer layers (SepFormer's) turned on
-/// or off on this thread, whatever the SIMD path: so that tests and benchmarks can run both
-/// paths' products on one machine. "On" needs AVX2 and FMA (without them the `gemm` crate
-/// runs, as it does by default on AVX-512 builds and other CPUs). Outputs agree within float
-/// rounding either way.
+/// Runs `f` with the AVX2 product kernels (transformer layers, `nnet::linear`, `Conv1d`'s eval
+/// product; the default on the AVX2 path) turned on or off on this thread, whatever the SIMD
+/// path: so that tests and benchmarks can run both paths' products on one machine. "On" needs
+/// AVX2 and FMA (without them the `gemm` crate runs, as it does by default on AVX-512 builds
+/// and other CPUs). Outputs agree within float rounding either way. The choice is read on the
+/// calling thread when a layer starts, so it holds for the work that layer spreads over rayon.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
