@@ -11,9 +11,8 @@ thread_local! {
 }
 
 /// All rows of `y` (room for `rows * out` values; see `rows_into`), pass by pass over the
-/// depth: the pass's activations
-/// are packed once as `[rows / MR][kc][MR]` (zero rows pad the last tile), then each
-/// weight panel sweeps all row tiles while it is in L1.
+/// depth: the pass's activations are packed once as `[rows / MR][kc][MR]` (zero rows pad the
+/// last tile), then each weight panel sweeps all row tiles while it is in L1.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn block(
     y: *mut f32,
