@@ -47,6 +47,16 @@ fn steps(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Complete lines of `steps.jsonl` while a run may still be writing it (an unterminated last
+/// line is one being written).
+fn complete_steps(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("steps.jsonl"))
+        .unwrap_or_default()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .count()
+}
+
 /// WER (%) of greedy transcripts of the corpus by the model in `source`.
 fn corpus_wer(source: &Path, savedir: &Path, train: &Path) -> f64 {
     let m: serde_json::Map<String, serde_json::Value> =
@@ -197,7 +207,7 @@ fn killed_run_resumes_to_the_same_parameters() {
     // Kill it in the second epoch (after 6 of 12 steps, so that the checkpoint after step 5,
     // inside the epoch, is complete), whatever it is doing then.
     let t0 = std::time::Instant::now();
-    while steps(&resumed).len() < 6 {
+    while complete_steps(&resumed) < 6 {
         assert!(t0.elapsed().as_secs() < 300, "no progress");
         assert!(
             child.try_wait().unwrap().is_none(),

@@ -277,7 +277,11 @@ impl BrainCore {
                 .append(true)
                 .open(path)
                 .map_err(|e| BrainError::Io(path.clone(), e))?;
-            writeln!(f, "{line}").map_err(|e| BrainError::Io(path.clone(), e))?;
+            // One `write` per line: `writeln!` formats the JSON in pieces, each its own write
+            // to the unbuffered file, so a reader (a progress monitor, a test) could see half a
+            // line. A line cut by a kill is dropped at recovery (`truncate_steps_log`).
+            f.write_all(format!("{line}\n").as_bytes())
+                .map_err(|e| BrainError::Io(path.clone(), e))?;
         }
         self.history.push(rec);
         Ok(())
