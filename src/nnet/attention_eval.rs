@@ -143,24 +143,17 @@ pub(crate) struct SelfAttention<'a> {
 impl SelfAttention<'_> {
     /// `residual + attention(x)` for `x` `[B, T, D]` (no masks; `residual` of the same shape,
     /// or none) -> `[B, T, D]`.
+    /// The products are [`fgemm`]'s on the AVX2 path (see `with_avx2_tiles`), else the `gemm`
+    /// crate's.
     pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_add_with(x, residual, fgemm::enabled())
-    }
-
-    /// [`Self::forward_add`] with [`fgemm`]'s products (`tiles`) or the `gemm` crate's.
-    pub fn forward_add_with(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        tiles: bool,
-    ) -> Result<Tensor> {
+        let tiles = fgemm::enabled();
         let (b, t, d) = x.dims3()?;
         let h = self.nhead;
         if h == 0 || !d.is_multiple_of(h) {
             candle_core::bail!("MultiheadAttention: d_model {d} not divisible by nhead {h}");
         }
         let x = x.contiguous()?;
-        if tiles && self.quant.is_none() && b >= 4 * rayon::current_num_threads() {
+        if tiles && self.quant.is_none() && fgemm::per_sequence(b) {
             return self.fused(&x, (b, t, d, h), residual);
         }
         let qkv = linear_rows_add(
@@ -239,16 +232,13 @@ fn context(
     }
     // Head `o / hd`'s queries (o), keys (d + o) or values (2 d + o) of sequence `bi`.
     let view = |bi: usize, o: usize| View::rows(&qkv[bi * t * 3 * d + o..], t, hd, 3 * d);
-    if tiles && b >= 4 * rayon::current_num_threads() {
+    if tiles && fgemm::per_sequence(b) {
         // One task per sequence, writing its heads' columns of the context in place.
         ctx.par_chunks_mut(t * d).enumerate().try_for_each_init(
             HeadScratch::default,
             |s, (bi, dst)| {
-                (0..h).try_for_each(|hi| {
-                    let o = hi * hd;
-                    let qkv = (view(bi, o), view(bi, d + o), view(bi, 2 * d + o));
-                    fgemm::attention_head(&mut dst[o..], qkv, scale, d, s)
-                })
+                let seq = &qkv[bi * t * 3 * d..][..t * 3 * d];
+                fgemm::sequence_context(dst, seq, (t, d, h), s)
             },
         )?;
         return Ok(ctx);
@@ -303,18 +293,10 @@ pub(crate) struct FeedForward<'a> {
 impl FeedForward<'_> {
     /// `residual + ffn(x)` over the last dimension of `x` (`residual` of the output's shape,
     /// or none). ReLU is applied in place on the hidden layer.
+    /// The products are [`fgemm`]'s on the AVX2 path (ReLU layers then run both products
+    /// block by block of rows), else the `gemm` crate's.
     pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_add_with(x, residual, fgemm::enabled())
-    }
-
-    /// [`Self::forward_add`] with [`fgemm`]'s products (`tiles`; ReLU layers run both
-    /// products block by block of rows) or the `gemm` crate's.
-    pub fn forward_add_with(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        tiles: bool,
-    ) -> Result<Tensor> {
+        let tiles = fgemm::enabled();
         let x = x.contiguous()?;
         let mut shape = x.dims().to_vec();
         let inp = shape.pop().unwrap_or(0);

@@ -118,6 +118,33 @@ pub(super) fn softmax_columns(p: &mut [f32]) {
     }
 }
 
+/// The attention context of one sequence, `ctx` `[t, d]`, from its packed projection `qkv`
+/// `[t, 3 d]`: each head's `softmax((q * sqrt(1 / hd)) k^T) v` ([`attention_head`]) written
+/// into its columns (torch's order and scale).
+pub(crate) fn sequence_context(
+    ctx: &mut [f32],
+    qkv: &[f32],
+    (t, d, h): (usize, usize, usize),
+    s: &mut HeadScratch,
+) -> Result<()> {
+    if h == 0 || !d.is_multiple_of(h) || qkv.len() < t * 3 * d {
+        candle_core::bail!("fgemm: a projection of [{t}, 3 x {d}] with {h} heads expected");
+    }
+    let hd = d / h;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    for o in (0..d).step_by(hd.max(1)) {
+        let view = |at: usize| View::rows(&qkv[at + o..], t, hd, 3 * d);
+        attention_head(&mut ctx[o..], (view(0), view(d), view(2 * d)), scale, d, s)?;
+    }
+    Ok(())
+}
+
+/// Whether a batch of `b` sequences is worth one task per sequence (enough tasks for every
+/// thread to stay busy to the end), rather than one per sequence-head.
+pub(crate) fn per_sequence(b: usize) -> bool {
+    b >= 4 * rayon::current_num_threads()
+}
+
 /// A whole self-attention layer, `residual + out_proj(attention(in_proj(x)))` (torch's
 /// `nn.MultiheadAttention` without masks, plus the skip connection) for `x` `[b, t, d]`, one
 /// rayon task per sequence: its projection, heads and output projection run back to back
@@ -147,8 +174,6 @@ pub(crate) fn self_attention(
         y.resize(n, 0.0);
         return Ok(y);
     }
-    let hd = d / h;
-    let scale = (1.0 / (hd as f64).sqrt()) as f32;
     let in_ep = Epilogue {
         bias: Some(b_in),
         ..Default::default()
@@ -166,10 +191,7 @@ pub(crate) fn self_attention(
             },
             |(qkv, ctx, s), (bi, yb)| {
                 rows_into(qkv, &x[bi * t * d..][..t * d], d, t, w_in, in_ep)?;
-                for o in (0..d).step_by(hd) {
-                    let view = |at: usize| View::rows(&qkv[at + o..], t, hd, 3 * d);
-                    attention_head(&mut ctx[o..], (view(0), view(d), view(2 * d)), scale, d, s)?;
-                }
+                sequence_context(ctx, qkv, (t, d, h), s)?;
                 let out_ep = Epilogue {
                     bias: Some(b_out),
                     residual: residual.map(|r| &r[bi * t * d..][..t * d]),

@@ -354,7 +354,9 @@ mod attention;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use attention::{attention_head, self_attention, HeadScratch};
+pub(crate) use attention::{
+    attention_head, per_sequence, self_attention, sequence_context, HeadScratch,
+};
 
 #[cfg(test)]
 mod tests;
