@@ -5,6 +5,8 @@
 pub mod attention;
 pub(crate) mod attention_eval;
 pub(crate) mod attention_train;
+#[cfg(test)]
+mod backprop_tests;
 pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
