@@ -9,7 +9,8 @@ use candle_core::{Tensor, D};
 use serde_json::{json, Value as Json};
 
 use super::{
-    Brain, BrainCore, BrainError, FileTrainLogger, Modules, NewBobScheduler, Recoverable, Stage,
+    Brain, BrainCore, BrainError, FileTrainLogger, LinearScheduler, Modules, NewBobScheduler,
+    Recoverable, Stage,
 };
 use crate::dataio::{self, DynamicItemDataset, FilterSort, PaddedBatch, Value};
 use crate::inference::EncoderDecoderASR;
@@ -31,6 +32,9 @@ pub struct EncDecFineTune {
     pub train_logger: Option<FileTrainLogger>,
     /// Anneals the learning rate on the validation loss when set.
     pub lr_annealing: Option<NewBobScheduler>,
+    /// Sets each epoch's learning rate from a straight line when set (applied at the end of
+    /// each training stage, for the next epoch; the recipe's `lr_final`).
+    pub lr_linear: Option<LinearScheduler>,
     /// Decode the validation set greedily and report its WER.
     pub valid_wer: bool,
     /// Weight of the CTC loss on `ctc_lin`'s outputs in the objective (SpeechBrain's
@@ -41,6 +45,9 @@ pub struct EncDecFineTune {
     blank_index: usize,
     wer: (usize, usize),
     train_loss: Option<f64>,
+    /// The learning rate the last training stage ran with (logged, as SpeechBrain logs the
+    /// old value after a scheduler steps).
+    epoch_lr: f64,
     /// `(epoch, train loss, valid loss, valid WER)` of each finished epoch.
     pub epoch_stats: Vec<(usize, f64, Option<f64>, Option<f64>)>,
 }
@@ -70,11 +77,13 @@ impl EncDecFineTune {
             label_smoothing: 0.1,
             train_logger: None,
             lr_annealing: None,
+            lr_linear: None,
             valid_wer: false,
             ctc_weight: 0.0,
             blank_index: 0,
             wer: (0, 0),
             train_loss: None,
+            epoch_lr: 0.0,
             epoch_stats: Vec::new(),
         })
     }
@@ -301,6 +310,11 @@ impl Brain for EncDecFineTune {
             Stage::Train => {
                 self.train_loss = Some(loss);
                 self.epoch_stats.push((epoch_n, loss, None, None));
+                self.epoch_lr = self.core.lr();
+                if let (Some(s), Some(opt)) = (&self.lr_linear, self.core.optimizer.as_deref_mut())
+                {
+                    super::schedulers::update_learning_rate(opt, s.step(epoch_n).1);
+                }
             }
             Stage::Valid | Stage::Test => {
                 let wer = (self.valid_wer && self.wer.1 > 0)
@@ -332,7 +346,7 @@ impl Brain for EncDecFineTune {
                     valid.push(("WER", json!(w)));
                 }
             }
-            let meta = [("epoch", json!(epoch_n)), ("lr", json!(self.core.lr()))];
+            let meta = [("epoch", json!(epoch_n)), ("lr", json!(self.epoch_lr))];
             let train = [("loss", json!(self.train_loss.unwrap_or(f64::NAN)))];
             logger
                 .log_stats(

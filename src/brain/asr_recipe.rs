@@ -6,7 +6,8 @@
 //! either library.
 //!
 //! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
-//! `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
+//! `lr_final` (optional: the learning rate falls in a straight line from `lr` in the first
+//! epoch to `lr_final` in the last, SpeechBrain's `LinearScheduler`), `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
 //! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`; `lm_weight_grid` (voxbrain's: LM weights
 //! tried on the validation set after training, the best written to the exported yaml's
 //! `lm_weight`; `OUT/tuning/`). The LM is trained first (`OUT/lm.ckpt`,
@@ -23,7 +24,9 @@ use serde_json::json;
 use super::asr_finetune::{asr_dataset, EncDecFineTune};
 use super::lm_train::{text_dataset, LmTrain};
 use super::separation_recipe::open_recipe;
-use super::{Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, OptimizerKind};
+use super::{
+    Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, LinearScheduler, OptimizerKind,
+};
 use crate::dataio::{DataLoaderOptions, DynamicItemDataset};
 use crate::inference::EncoderDecoderASR;
 use crate::metrics::{count_ops, op_table};
@@ -120,6 +123,8 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
     let batch_size = kw.usize("batch_size", 8).map_err(bad)?.max(1);
     let lr = kw.f64("lr", 1e-3).map_err(bad)?;
+    // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
+    let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
     let ctc_weight = kw.f64("ctc_weight", 0.5).map_err(bad)?;
     let label_smoothing = kw.f64("label_smoothing", 0.1).map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
@@ -190,6 +195,7 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = EncDecFineTune::new(asr, Some(opt_class), opts)?.with_ctc_weight(ctc_weight)?;
     brain.label_smoothing = label_smoothing;
+    brain.lr_linear = lr_final.map(|f| LinearScheduler::new(lr, f, epochs));
     brain.valid_wer = true;
     brain.train_logger = Some(super::FileTrainLogger::new(out.join("train_log.txt")));
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));

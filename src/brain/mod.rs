@@ -26,7 +26,7 @@ pub use checkpoints::{Checkpoint, CheckpointError, Checkpointer, Importance, Rec
 pub use logger::FileTrainLogger;
 pub use modules::{ModuleEntry, Modules};
 pub use optim::{Adam, NamedParam, Optimizer, OptimizerKind, Sgd};
-pub use schedulers::{LinearWarmupScheduler, NewBobScheduler};
+pub use schedulers::{LinearScheduler, LinearWarmupScheduler, NewBobScheduler};
 
 /// The stage of an experiment (`sb.Stage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,7 @@
 //! Learning-rate schedulers (`speechbrain.nnet.schedulers`): [`NewBobScheduler`] (anneal when
-//! the validation metric stops improving) and [`LinearWarmupScheduler`] (linear warm-up, then
-//! linear decay). Both are checkpointed as small JSON files.
+//! the validation metric stops improving), [`LinearScheduler`] (a straight line over the
+//! epochs) and [`LinearWarmupScheduler`] (linear warm-up, then linear decay). The stateful ones
+//! are checkpointed as small JSON files; [`LinearScheduler`] needs nothing but the epoch.
 
 use std::path::Path;
 
@@ -106,6 +107,52 @@ impl Recoverable for NewBobScheduler {
     }
 }
 
+/// SpeechBrain's `LinearScheduler`: `epoch_count` values evenly spaced from `initial_value` to
+/// `final_value`, one per epoch. Called at the end of epoch `e` (1-based) it returns the value
+/// of epoch `e` and the one for epoch `e + 1` (the last value once past the end).
+///
+/// ```
+/// use voxbrain::brain::LinearScheduler;
+/// let s = LinearScheduler::new(1.0, 0.25, 4);
+/// assert_eq!(s.value_at_epoch, vec![1.0, 0.75, 0.5, 0.25]);
+/// assert_eq!(s.step(1), (1.0, 0.75));
+/// assert_eq!(s.step(4), (0.25, 0.25));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearScheduler {
+    /// The value of each epoch, first to last.
+    pub value_at_epoch: Vec<f64>,
+}
+
+impl LinearScheduler {
+    /// `torch.linspace(initial_value, final_value, epoch_count).tolist()`: in f32 (torch's
+    /// default dtype) and torch's arithmetic (from the start for the first half, from the end
+    /// for the second), so the learning rates are SpeechBrain's to the bit.
+    pub fn new(initial_value: f64, final_value: f64, epoch_count: usize) -> Self {
+        let n = epoch_count.max(1);
+        let (a, b) = (initial_value as f32, final_value as f32);
+        let step = if n > 1 { (b - a) / (n - 1) as f32 } else { 0.0 };
+        let value_at_epoch = (0..n)
+            .map(|i| {
+                let v = if n == 1 || i < n / 2 {
+                    a + step * i as f32
+                } else {
+                    b - step * (n - 1 - i) as f32
+                };
+                f64::from(v)
+            })
+            .collect();
+        Self { value_at_epoch }
+    }
+
+    /// `(value of epoch current_epoch, value of the next)` (SpeechBrain's `__call__`).
+    pub fn step(&self, current_epoch: usize) -> (f64, f64) {
+        let last = self.value_at_epoch.len() - 1;
+        let at = |i: usize| self.value_at_epoch[i.min(last)];
+        (at(current_epoch.saturating_sub(1)), at(current_epoch))
+    }
+}
+
 /// SpeechBrain's `LinearWarmupScheduler`: from 0 to `lr0` over `num_warmup_steps`, then down
 /// to 0 at `num_training_steps`.
 ///
@@ -171,5 +218,34 @@ impl Recoverable for LinearWarmupScheduler {
             CheckpointError::Format(path.to_path_buf(), "missing `current_step`".into())
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinearScheduler;
+
+    #[test]
+    fn linear_scheduler_gives_speechbrains_values_to_the_bit() {
+        // SpeechBrain 1.1.2 (torch 2.8.0): LinearScheduler(1e-3, 1e-4, 12).value_at_epoch.
+        let sb = [
+            0.0010000000474974513,
+            0.0009181818459182978,
+            0.0008363636443391442,
+            0.0007545455009676516,
+            0.0006727272993884981,
+            0.0005909090978093445,
+            0.0005090909544378519,
+            0.00042727275285869837,
+            0.00034545455127954483,
+            0.00026363637880422175,
+            0.0001818181772250682,
+            9.999999747378752e-05,
+        ];
+        let s = LinearScheduler::new(1e-3, 1e-4, 12);
+        assert_eq!(s.value_at_epoch, sb);
+        assert_eq!(s.step(1), (sb[0], sb[1]));
+        assert_eq!(s.step(12), (sb[11], sb[11]));
+        assert_eq!(LinearScheduler::new(0.5, 0.1, 1).value_at_epoch, vec![0.5]);
     }
 }

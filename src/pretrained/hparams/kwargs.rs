@@ -85,6 +85,17 @@ impl<'a> Kwargs<'a> {
         }
     }
 
+    /// A number that may be absent (`None`; `null` counts as absent).
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, String> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("`{key}` must be a number")),
+        }
+    }
+
     /// A boolean.
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, String> {
         match self.present(key) {
