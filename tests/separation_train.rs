@@ -200,7 +200,9 @@ fn train_separation_cli_trains_exports_and_scores() {
                 .arg("--hparams")
                 .arg(&recipe)
                 .arg("--overrides")
-                .arg(format!("number_of_epochs: {epochs}\nbatch_size: 2"))
+                .arg(format!(
+                    "number_of_epochs: {epochs}\nbatch_size: 2\nlr_final: 0.0005"
+                ))
                 .arg("--train")
                 .arg(&manifest)
                 .arg("--test")
@@ -224,6 +226,20 @@ fn train_separation_cli_trains_exports_and_scores() {
     assert!((results["si_snri_db"].as_f64().unwrap() - si_snri).abs() < 1e-9);
     let steps = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
     assert_eq!(steps.lines().count(), 4, "2 epochs of 2 batches");
+    // lr_final: SpeechBrain's LinearScheduler(0.002, 0.0005, 2). As in SpeechBrain, the first
+    // epoch runs at the optimizer's own `lr`, later ones at the scheduler's (torch's f32).
+    let lrs = |steps: &str| -> Vec<f64> {
+        steps
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (first_lr, last_lr) = (0.002, f64::from(0.0005f32));
+    assert_eq!(lrs(&steps), vec![first_lr, first_lr, last_lr, last_lr]);
     let opts = FromHparamsOptions {
         savedir: Some(dir.path().join("savedir")),
         ..Default::default()
@@ -246,4 +262,6 @@ fn train_separation_cli_trains_exports_and_scores() {
     assert_eq!(epochs, vec![3, 4], "{stdout}");
     let steps = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
     assert_eq!(steps.lines().count(), 8);
+    // The resumed run starts from the checkpoint's learning rate, not from `lr` again.
+    assert_eq!(lrs(&steps)[4..], [last_lr; 4]);
 }

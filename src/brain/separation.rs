@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
-use super::{Brain, BrainCore, BrainError, Modules, Stage};
+use super::{Brain, BrainCore, BrainError, LinearScheduler, Modules, Stage};
 use crate::dataio::{self, DynamicItemDataset, PaddedBatch};
 use crate::inference::separation::SepformerSeparation;
 use crate::nnet::losses::get_si_snr_with_pitwrapper;
@@ -31,6 +31,9 @@ pub struct Separation {
     pub threshold_byloss: Option<f64>,
     /// `(epoch, train SI-SNR dB, valid SI-SNR dB)` of each finished epoch (SI-SNR = -loss).
     pub epoch_stats: Vec<(usize, f64, Option<f64>)>,
+    /// Sets each epoch's learning rate from a straight line when set (applied at the end of
+    /// each training stage, for the next epoch; the recipe's `lr_final`).
+    pub lr_linear: Option<LinearScheduler>,
 }
 
 impl Separation {
@@ -49,6 +52,7 @@ impl Separation {
             model,
             threshold_byloss: Some(-30.0),
             epoch_stats: Vec::new(),
+            lr_linear: None,
         }
     }
 
@@ -146,7 +150,13 @@ impl Brain for Separation {
     ) -> Result<(), BrainError> {
         let epoch = epoch.unwrap_or(0);
         match stage {
-            Stage::Train => self.epoch_stats.push((epoch, -loss, None)),
+            Stage::Train => {
+                self.epoch_stats.push((epoch, -loss, None));
+                if let (Some(s), Some(opt)) = (&self.lr_linear, self.core.optimizer.as_deref_mut())
+                {
+                    super::schedulers::update_learning_rate(opt, s.step(epoch).1);
+                }
+            }
             Stage::Valid | Stage::Test => {
                 if let Some(last) = self.epoch_stats.last_mut().filter(|s| s.0 == epoch) {
                     last.2 = Some(-loss);

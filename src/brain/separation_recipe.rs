@@ -4,7 +4,8 @@
 //! so `OUT/model` loads in `SepformerSeparation.from_hparams` of either library.
 //!
 //! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
-//! `clip_grad_norm`, `threshold_byloss`, `threshold`, `ckpt_interval_minutes`. Checkpoints go to
+//! `lr_final` (optional: a straight line from `lr` in the first epoch to `lr_final` in the
+//! last, SpeechBrain's `LinearScheduler`), `clip_grad_norm`, `threshold_byloss`, `threshold`, `ckpt_interval_minutes`. Checkpoints go to
 //! `OUT/save` (a killed run resumes there); `OUT/steps.jsonl` and `OUT/results.json` (the test
 //! set's SI-SNR improvement per mixture and its mean) are written beside `OUT/model`.
 
@@ -14,7 +15,9 @@ use candle_core::Device;
 use serde_json::json;
 
 use super::separation::{separation_dataset, Separation};
-use super::{Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, OptimizerKind};
+use super::{
+    Brain, BrainError, BrainOptions, Checkpointer, EpochCounter, LinearScheduler, OptimizerKind,
+};
 use crate::dataio::{DataLoaderOptions, DynamicItemDataset};
 use crate::inference::separation::SepformerSeparation;
 use crate::pretrained::hparams::{Hparams, Kwargs};
@@ -66,6 +69,8 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
     let batch_size = kw.usize("batch_size", 1).map_err(bad)?.max(1);
     let lr = kw.f64("lr", 1.5e-4).map_err(bad)?;
+    // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
+    let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
     let by_loss = kw.bool("threshold_byloss", true).map_err(bad)?;
     let threshold = kw.f64("threshold", -30.0).map_err(bad)?;
@@ -95,6 +100,7 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = Separation::new(model, Some(opt_class), opts);
     brain.threshold_byloss = by_loss.then_some(threshold);
+    brain.lr_linear = lr_final.map(|f| LinearScheduler::new(lr, f, epochs));
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));
     let loader = DataLoaderOptions::batch_size(batch_size);
     brain.fit(
