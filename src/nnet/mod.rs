@@ -127,7 +127,7 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Relu => x.relu(),
+            Activation::Relu => train_ops::relu(x),
             Activation::Gelu => x.gelu_erf(),
             Activation::LeakyRelu => train_ops::leaky_relu(x, 0.01),
         }

@@ -1,5 +1,5 @@
 //! Elementwise training ops with their backward pass written out, for the CPU: candle composes
-//! LeakyReLU from five ops and LayerNorm from a dozen, each allocating a full-size tensor in
+//! ReLU's backward from four ops, LeakyReLU from five and LayerNorm from a dozen, each allocating a full-size tensor in
 //! the forward and more in the backward (on CRDNN's `[8, 319, 40, 128]` activations that is
 //! most of a fine-tuning step). Both are tested against the composed candle ops.
 
@@ -8,6 +8,60 @@ use rayon::prelude::*;
 
 use super::gemm::{storage_f32 as host, HostF32};
 use crate::fastmath::simd_dispatch;
+
+/// `relu(x)` with autograd through one op (CPU f32; elsewhere candle's `relu`): candle's
+/// backward pass builds a zero tensor, a comparison (single-threaded), a cast and a product,
+/// four full-size passes, on the SepFormer's largest tensors (the feed-forward's hidden layer).
+/// The forward values are candle's (`max(x, 0)`); the gradient is torch's (passed where the
+/// output is positive, so 0 at x = 0, where candle passes it).
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// let x = Var::new(&[-1f32, 0.0, 2.0], &Device::Cpu)?;
+/// let y = voxbrain::nnet::train_ops::relu(x.as_tensor())?;
+/// assert_eq!(y.to_vec1::<f32>()?, vec![0.0, 0.0, 2.0]);
+/// let g = y.sum_all()?.backward()?;
+/// assert_eq!(g.get(&x).unwrap().to_vec1::<f32>()?, vec![0.0, 0.0, 1.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "relu-train"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = host(s, l, "relu")?;
+        let y: Vec<f32> = x
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&v| v.max(0.0))
+            .collect();
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (yh, gh) = (
+            HostF32::new(res, "relu output")?,
+            HostF32::new(&grad, "relu gradient")?,
+        );
+        let d: Vec<f32> = yh
+            .slice()
+            .par_iter()
+            .zip(gh.slice().par_iter())
+            .with_min_len(4096)
+            .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok(Some(Tensor::from_vec(d, arg.shape(), arg.device())?))
+    }
+}
 
 /// `leaky_relu(x, slope)` with autograd through one op (CPU f32; elsewhere candle's).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
@@ -460,6 +514,13 @@ mod tests {
             &r3,
         )?;
         close(&ours, &reference, 1e-5);
+        let ours = grads_of(&|t| relu(t[0]), &[&x], &r)?;
+        let reference = grads_of(&|t| t[0].relu(), &[&x], &r)?;
+        close(&ours, &reference, 0.0);
+        assert_eq!(
+            relu(x.as_tensor())?.flatten_all()?.to_vec1::<f32>()?,
+            x.as_tensor().relu()?.flatten_all()?.to_vec1::<f32>()?
+        );
         let ours = grads_of(&|t| leaky_relu(t[0], 0.01), &[&x], &r)?;
         let reference = grads_of(&|t| candle_nn::ops::leaky_relu(t[0], 0.01), &[&x], &r)?;
         close(&ours, &reference, 1e-6);

@@ -365,7 +365,8 @@ impl DualPathModel {
         let x = over_add(&x, gap)?;
         let out = linear(&x, &p(&self.output_w), Some(&p(&self.output_b)))?.tanh()?;
         let gate = candle_nn::ops::sigmoid(&linear(&x, &p(&self.gate_w), Some(&p(&self.gate_b)))?)?;
-        let x = linear(&(out * gate)?, &p(&self.end_conv1x1), None)?.relu()?;
+        let x =
+            crate::nnet::train_ops::relu(&linear(&(out * gate)?, &p(&self.end_conv1x1), None)?)?;
         x.reshape((self.num_spks, b, l, self.in_channels))
     }
 }

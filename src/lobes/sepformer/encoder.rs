@@ -82,7 +82,7 @@ impl Encoder {
                 .transpose(1, 2)?
                 .contiguous()?
         };
-        y.relu()
+        crate::nnet::train_ops::relu(&y)
     }
 }
 
