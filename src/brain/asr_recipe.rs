@@ -7,7 +7,9 @@
 //!
 //! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
 //! `lr_final` (optional: the learning rate falls in a straight line from `lr` in the first
-//! epoch to `lr_final` in the last, SpeechBrain's `LinearScheduler`), `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
+//! epoch to `lr_final` in the last, SpeechBrain's `LinearScheduler`), `lr_decay_epochs`
+//! (voxbrain's, with `lr_final`: `lr` held, then the line over only the last this many
+//! epochs), `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
 //! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`; `lm_weight_grid` (voxbrain's: LM weights
 //! tried on the validation set after training, the best written to the exported yaml's
 //! `lm_weight`; `OUT/tuning/`). The LM is trained first (`OUT/lm.ckpt`,
@@ -125,6 +127,8 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let lr = kw.f64("lr", 1e-3).map_err(bad)?;
     // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
     let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
+    // Only the last `lr_decay_epochs` epochs fall (the rate held before them) when set.
+    let decay_epochs = kw.usize("lr_decay_epochs", epochs).map_err(bad)?;
     let ctc_weight = kw.f64("ctc_weight", 0.5).map_err(bad)?;
     let label_smoothing = kw.f64("label_smoothing", 0.1).map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
@@ -195,7 +199,8 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = EncDecFineTune::new(asr, Some(opt_class), opts)?.with_ctc_weight(ctc_weight)?;
     brain.label_smoothing = label_smoothing;
-    brain.lr_linear = lr_final.map(|f| LinearScheduler::new(lr, f, epochs));
+    brain.lr_linear =
+        lr_final.map(|f| LinearScheduler::hold_then_decay(lr, f, epochs, decay_epochs));
     brain.valid_wer = true;
     brain.train_logger = Some(super::FileTrainLogger::new(out.join("train_log.txt")));
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));

@@ -145,6 +145,32 @@ impl LinearScheduler {
         Self { value_at_epoch }
     }
 
+    /// `initial_value` for the first `epoch_count - decay_epochs` epochs, then a straight line
+    /// down to `final_value` over the last `decay_epochs` (the line's own first point, equal to
+    /// `initial_value`, is left out, so every one of those epochs is below it). A short decay at
+    /// the end of a fixed budget: the recipes' `lr_decay_epochs`. `decay_epochs >= epoch_count`
+    /// gives the line over all epochs ([`LinearScheduler::new`]).
+    ///
+    /// ```
+    /// use voxbrain::brain::LinearScheduler;
+    /// let s = LinearScheduler::hold_then_decay(1.0, 0.25, 5, 3);
+    /// assert_eq!(s.value_at_epoch, vec![1.0, 1.0, 0.75, 0.5, 0.25]);
+    /// ```
+    pub fn hold_then_decay(
+        initial_value: f64,
+        final_value: f64,
+        epoch_count: usize,
+        decay_epochs: usize,
+    ) -> Self {
+        if decay_epochs >= epoch_count {
+            return Self::new(initial_value, final_value, epoch_count);
+        }
+        let line = Self::new(initial_value, final_value, decay_epochs + 1).value_at_epoch;
+        let mut value_at_epoch = vec![initial_value; epoch_count - decay_epochs];
+        value_at_epoch.extend_from_slice(&line[1..]);
+        Self { value_at_epoch }
+    }
+
     /// `(value of epoch current_epoch, value of the next)` (SpeechBrain's `__call__`).
     pub fn step(&self, current_epoch: usize) -> (f64, f64) {
         let last = self.value_at_epoch.len() - 1;
@@ -247,5 +273,25 @@ mod tests {
         assert_eq!(s.step(1), (sb[0], sb[1]));
         assert_eq!(s.step(12), (sb[11], sb[11]));
         assert_eq!(LinearScheduler::new(0.5, 0.1, 1).value_at_epoch, vec![0.5]);
+    }
+
+    #[test]
+    fn hold_then_decay_keeps_the_rate_then_falls_to_the_final_value() {
+        let s = LinearScheduler::hold_then_decay(2e-3, 1e-4, 16, 4);
+        assert_eq!(s.value_at_epoch.len(), 16);
+        assert!(s.value_at_epoch[..12].iter().all(|&v| v == 2e-3));
+        let tail = &s.value_at_epoch[12..];
+        assert!(tail.windows(2).all(|w| w[1] < w[0]) && tail[0] < 2e-3);
+        assert_eq!(tail[3], f64::from(1e-4f32));
+        // The tail is the line from lr to lr_final over 5 points, less its first.
+        assert_eq!(
+            tail,
+            &LinearScheduler::new(2e-3, 1e-4, 5).value_at_epoch[1..]
+        );
+        assert_eq!(s.step(12), (2e-3, tail[0]));
+        assert_eq!(
+            LinearScheduler::hold_then_decay(1e-3, 1e-4, 12, 12),
+            LinearScheduler::new(1e-3, 1e-4, 12)
+        );
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Training keys (SpeechBrain's names): `seed`, `number_of_epochs`, `batch_size`, `lr` (Adam),
 //! `lr_final` (optional: a straight line from `lr` in the first epoch to `lr_final` in the
-//! last, SpeechBrain's `LinearScheduler`), `clip_grad_norm`, `threshold_byloss`, `threshold`, `ckpt_interval_minutes`. Checkpoints go to
+//! last, SpeechBrain's `LinearScheduler`), `lr_decay_epochs` (voxbrain's, with `lr_final`: `lr`
+//! held, then the line over only the last this many epochs), `clip_grad_norm`, `threshold_byloss`, `threshold`, `ckpt_interval_minutes`. Checkpoints go to
 //! `OUT/save` (a killed run resumes there); `OUT/steps.jsonl` and `OUT/results.json` (the test
 //! set's SI-SNR improvement per mixture and its mean) are written beside `OUT/model`.
 
@@ -71,6 +72,8 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let lr = kw.f64("lr", 1.5e-4).map_err(bad)?;
     // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
     let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
+    // Only the last `lr_decay_epochs` epochs fall (the rate held before them) when set.
+    let decay_epochs = kw.usize("lr_decay_epochs", epochs).map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
     let by_loss = kw.bool("threshold_byloss", true).map_err(bad)?;
     let threshold = kw.f64("threshold", -30.0).map_err(bad)?;
@@ -100,7 +103,8 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = Separation::new(model, Some(opt_class), opts);
     brain.threshold_byloss = by_loss.then_some(threshold);
-    brain.lr_linear = lr_final.map(|f| LinearScheduler::new(lr, f, epochs));
+    brain.lr_linear =
+        lr_final.map(|f| LinearScheduler::hold_then_decay(lr, f, epochs, decay_epochs));
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));
     let loader = DataLoaderOptions::batch_size(batch_size);
     brain.fit(
