@@ -6,6 +6,7 @@
 //! gradient steps, checkpoints and logging (see `examples/fine_tune_asr.rs`, the tutorial's
 //! `EncDecFineTune`).
 
+mod adam_host;
 pub mod asr_finetune;
 pub mod asr_recipe;
 pub mod checkpoints;

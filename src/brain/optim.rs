@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
+use super::adam_host;
+
 /// A trainable parameter and its state_dict key (e.g. `0.CNN.block_0.conv_1.conv.weight`).
 #[derive(Debug, Clone)]
 pub struct NamedParam {
@@ -295,15 +297,49 @@ impl Adam {
 
 impl Optimizer for Adam {
     fn step(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        self.step_scaled(grads, 1.0)
+    }
+
+    fn step_scaled(&mut self, grads: &[Option<Tensor>], scale: f64) -> Result<()> {
         self.t += 1;
         let (b1, b2) = self.betas;
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
+        // torch's scalars, each rounded to f32 once.
+        let host = adam_host::AdamStep {
+            scale: (scale != 1.0).then_some(scale as f32),
+            l2: if self.decoupled {
+                0.0
+            } else {
+                self.weight_decay as f32
+            },
+            decay: if self.decoupled {
+                (1.0 - self.lr * self.weight_decay) as f32
+            } else {
+                1.0
+            },
+            w1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            w2: (1.0 - b2) as f32,
+            step_size: (self.lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: self.eps as f32,
+        };
         let iter = self.params.iter().zip(grads);
         for ((p, g), (m, v)) in iter.zip(self.m.iter_mut().zip(self.v.iter_mut())) {
             let Some(g) = g else { continue };
-            let mut w = p.var.as_tensor().detach();
-            let mut g = g.detach();
+            let w = p.var.as_tensor();
+            let host_ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+            if adam_host::on_host(w) && host_ok(g) && g.dims() == w.dims() {
+                adam_host::step(w, g, m, v, host)?;
+                continue;
+            }
+            let mut w = w.detach();
+            let mut g = if scale == 1.0 {
+                g.detach()
+            } else {
+                (g * scale)?.detach()
+            };
             if self.weight_decay != 0.0 {
                 if self.decoupled {
                     w = (w * (1.0 - self.lr * self.weight_decay))?;
