@@ -45,41 +45,69 @@ fn sgd_momentum_follows_torch() {
     assert_eq!(w.to_vec1::<f32>().unwrap(), got);
 }
 
+/// torch's Adam / AdamW update (weight decay 0.1, lr 0.01), written out in f64: `x` after
+/// the steps with gradients `grads` (each multiplied by `scale`, as gradient clipping does),
+/// and the first moment.
+fn adam_reference(
+    x0: &[f32],
+    grads: &[Vec<f32>],
+    scale: f64,
+    decoupled: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = x0.len();
+    let mut x: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
+    let (mut m, mut v) = (vec![0f64; n], vec![0f64; n]);
+    for (step, gs) in grads.iter().enumerate() {
+        let k = step as i32 + 1;
+        for i in 0..n {
+            let mut gi = gs[i] as f64 * scale;
+            if decoupled {
+                x[i] *= 1.0 - 0.01 * 0.1;
+            } else {
+                gi += 0.1 * x[i];
+            }
+            m[i] = 0.9 * m[i] + 0.1 * gi;
+            v[i] = 0.999 * v[i] + 0.001 * gi * gi;
+            let denom = (v[i] / (1.0 - 0.999f64.powi(k))).sqrt() + 1e-8;
+            x[i] -= 0.01 / (1.0 - 0.9f64.powi(k)) * m[i] / denom;
+        }
+    }
+    (x, m)
+}
+
+/// Adam (or AdamW) with weight decay 0.1 at lr 0.01 over `x0`, stepped with `grads`.
+fn run_adam(x0: &[f32], grads: &[Vec<f32>], scale: f64, decoupled: bool) -> (Var, Adam) {
+    let (w, p) = param(x0);
+    let mut opt = if decoupled {
+        Adam::adamw(p, 0.01)
+    } else {
+        Adam::new(p, 0.01)
+    };
+    opt.weight_decay = 0.1;
+    for gs in grads {
+        opt.step_scaled(&[t(gs)], scale).unwrap();
+    }
+    (w, opt)
+}
+
+fn worst_diff(got: &[f32], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn adam_and_adamw_follow_torch() {
-    let g = [[0.3f32, -1.2], [0.1, 0.4], [-0.5, 0.2]];
+    let g = vec![vec![0.3f32, -1.2], vec![0.1, 0.4], vec![-0.5, 0.2]];
     for decoupled in [false, true] {
-        let (w, p) = param(&[0.5, -0.25]);
-        let mut opt = if decoupled {
-            Adam::adamw(p, 0.01)
-        } else {
-            Adam::new(p, 0.01)
-        };
-        opt.weight_decay = 0.1;
-        let (mut m, mut v, mut x) = ([0f64; 2], [0f64; 2], [0.5f64, -0.25]);
-        for (step, gs) in g.iter().enumerate() {
-            opt.step(&[t(gs)]).unwrap();
-            let k = step as i32 + 1;
-            for i in 0..2 {
-                let mut gi = gs[i] as f64;
-                if decoupled {
-                    x[i] *= 1.0 - 0.01 * 0.1;
-                } else {
-                    gi += 0.1 * x[i];
-                }
-                m[i] = 0.9 * m[i] + 0.1 * gi;
-                v[i] = 0.999 * v[i] + 0.001 * gi * gi;
-                let denom = (v[i] / (1.0 - 0.999f64.powi(k))).sqrt() + 1e-8;
-                x[i] -= 0.01 / (1.0 - 0.9f64.powi(k)) * m[i] / denom;
-            }
-        }
+        let (w, opt) = run_adam(&[0.5, -0.25], &g, 1.0, decoupled);
+        let (x, _) = adam_reference(&[0.5, -0.25], &g, 1.0, decoupled);
         let got = w.to_vec1::<f32>().unwrap();
-        for (a, b) in got.iter().zip(x) {
-            assert!(
-                (*a as f64 - b).abs() < 1e-6,
-                "decoupled={decoupled}: {got:?} vs {x:?}"
-            );
-        }
+        assert!(
+            worst_diff(&got, &x) < 1e-6,
+            "decoupled={decoupled}: {got:?} vs {x:?}"
+        );
         // The state survives a save/load round trip.
         let state: std::collections::HashMap<String, Tensor> =
             opt.state_tensors().unwrap().into_iter().collect();
@@ -87,6 +115,27 @@ fn adam_and_adamw_follow_torch() {
         let mut again = Adam::new(p2, 0.01);
         again.load_state(&state).unwrap();
         assert_eq!(again.state_tensors().unwrap().len(), state.len());
+    }
+}
+
+/// The in-place host update over more values than one parallel chunk (2^15), with clipping.
+#[test]
+fn adam_in_place_follows_torch_over_many_values() {
+    let n = 70_001;
+    let val = |i: usize, k: f64| ((i as f64 * 0.618 + k).sin() * 2.0) as f32;
+    let x0: Vec<f32> = (0..n).map(|i| val(i, 0.0)).collect();
+    let g: Vec<Vec<f32>> = (1..=3)
+        .map(|k| (0..n).map(|i| val(i, k as f64)).collect())
+        .collect();
+    for decoupled in [false, true] {
+        let (w, opt) = run_adam(&x0, &g, 0.5, decoupled);
+        let (x, m) = adam_reference(&x0, &g, 0.5, decoupled);
+        let worst = worst_diff(&w.to_vec1::<f32>().unwrap(), &x);
+        assert!(worst < 2e-6, "decoupled={decoupled}: worst {worst}");
+        // The moments are kept for the checkpoint.
+        let state = opt.state_tensors().unwrap();
+        let avg = &state.iter().find(|(k, _)| k == "exp_avg.w").unwrap().1;
+        assert!(worst_diff(&avg.to_vec1::<f32>().unwrap(), &m) < 1e-6);
     }
 }
 

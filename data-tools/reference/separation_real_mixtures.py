@@ -20,16 +20,10 @@ import torch
 import torchaudio
 from speechbrain.inference.separation import SepformerSeparation
 
+from fixtures_separation_trained import si_snr
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REAL = os.path.join(ROOT, "tests", "fixtures", "real_speech")
-
-
-def si_snr(est, ref):
-    est = est - est.mean()
-    ref = ref - ref.mean()
-    proj = (est @ ref) / max(ref @ ref, 1e-12) * ref
-    noise = est - proj
-    return 10 * np.log10(max(proj @ proj, 1e-12) / max(noise @ noise, 1e-12))
 
 
 def load(path, sr):

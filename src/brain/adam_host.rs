@@ -46,70 +46,55 @@ impl AdamStep {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The contiguous f32 values of a host tensor's storage (`what` names it in the error).
+pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
-        candle_core::bail!("adam: {what} must be a contiguous f32 tensor");
+        candle_core::bail!("{what}: contiguous f32 tensors expected");
     };
     Ok(&v[a..b])
 }
 
-fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+/// [`slice`], mutable.
+pub(super) fn slice_mut<'a>(
+    s: &'a mut CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<&'a mut [f32]> {
     let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
-        candle_core::bail!("adam: {what} must be a contiguous f32 tensor");
+        candle_core::bail!("{what}: contiguous f32 tensors expected");
     };
     Ok(&mut v[a..b])
 }
 
-/// `exp_avg.lerp_(grad, 1 - beta1)` (torch's lerp: `m + w (g - m)` for a weight below 0.5).
-struct FirstMoment(AdamStep);
-/// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`.
-struct SecondMoment(AdamStep);
-/// `param.addcdiv_(exp_avg, exp_avg_sq.sqrt() / bc2_sqrt + eps, value=-step_size)`, after
-/// AdamW's `param.mul_(1 - lr * wd)`.
-struct Update(AdamStep);
-
-macro_rules! moment_op {
-    ($op:ident, $name:literal, |$s:ident, $m:ident, $g:ident| $body:expr) => {
-        impl InplaceOp3 for $op {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(
-                &self,
-                s1: &mut CpuStorage,
-                l1: &Layout,
-                s2: &CpuStorage,
-                l2: &Layout,
-                s3: &CpuStorage,
-                l3: &Layout,
-            ) -> Result<()> {
-                let m = slice_mut(s1, l1, "the moment")?;
-                let (g, w) = (slice(s2, l2, "the gradient")?, slice(s3, l3, "the weight")?);
-                if m.len() != g.len() || m.len() != w.len() {
-                    candle_core::bail!("adam: {} values, {} gradients", m.len(), g.len());
-                }
-                let $s = self.0;
-                m.par_chunks_mut(CHUNK)
-                    .zip(g.par_chunks(CHUNK).zip(w.par_chunks(CHUNK)))
-                    .for_each(|(m, (g, w))| {
-                        for (($m, g), w) in m.iter_mut().zip(g).zip(w) {
-                            let $g = $s.grad(*g, *w);
-                            *$m = $body;
-                        }
-                    });
-                Ok(())
-            }
-        }
-    };
+/// Which of Adam's three passes an [`AdamPass`] runs.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// `exp_avg.lerp_(grad, 1 - beta1)` (torch's lerp: `m + w (g - m)` for a weight below 0.5);
+    /// sources: gradient, weight.
+    FirstMoment,
+    /// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`; sources: gradient, weight.
+    SecondMoment,
+    /// `param.addcdiv_(exp_avg, exp_avg_sq.sqrt() / bc2_sqrt + eps, value=-step_size)`, after
+    /// AdamW's `param.mul_(1 - lr * wd)`; sources: the two moments.
+    Update,
 }
 
-moment_op!(FirstMoment, "adam-exp-avg", |s, m, g| *m + s.w1 * (g - *m));
-moment_op!(SecondMoment, "adam-exp-avg-sq", |s, v, g| *v * s.beta2
-    + s.w2 * g * g);
+struct AdamPass(Pass, AdamStep);
 
-impl InplaceOp3 for Update {
+/// `f(d, a, b)` over three equal-length buffers, in parallel chunks.
+fn zip3(d: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut f32, f32, f32) + Sync) {
+    d.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(d, (a, b))| {
+            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+                f(d, *a, *b);
+            }
+        });
+}
+
+impl InplaceOp3 for AdamPass {
     fn name(&self) -> &'static str {
-        "adam-update"
+        "adam"
     }
     fn cpu_fwd(
         &self,
@@ -120,21 +105,29 @@ impl InplaceOp3 for Update {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<()> {
-        let w = slice_mut(s1, l1, "the weight")?;
-        let (m, v) = (slice(s2, l2, "exp_avg")?, slice(s3, l3, "exp_avg_sq")?);
-        if w.len() != m.len() || w.len() != v.len() {
-            candle_core::bail!("adam: {} weights, {} moments", w.len(), m.len());
+        let d = slice_mut(s1, l1, "adam")?;
+        let (a, b) = (slice(s2, l2, "adam")?, slice(s3, l3, "adam")?);
+        if d.len() != a.len() || d.len() != b.len() {
+            candle_core::bail!(
+                "adam: {} values against {} and {}",
+                d.len(),
+                a.len(),
+                b.len()
+            );
         }
-        let s = self.0;
-        w.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-            .for_each(|(w, (m, v))| {
-                for ((w, m), v) in w.iter_mut().zip(m).zip(v) {
-                    let denom = v.sqrt() / s.bc2_sqrt + s.eps;
-                    let x = if s.decay != 1.0 { *w * s.decay } else { *w };
-                    *w = x + (-s.step_size * m) / denom;
-                }
-            });
+        let s = self.1;
+        match self.0 {
+            Pass::FirstMoment => zip3(d, a, b, |m, g, w| *m += s.w1 * (s.grad(g, w) - *m)),
+            Pass::SecondMoment => zip3(d, a, b, |v, g, w| {
+                let g = s.grad(g, w);
+                *v = *v * s.beta2 + s.w2 * g * g;
+            }),
+            Pass::Update => zip3(d, a, b, |w, m, v| {
+                let denom = v.sqrt() / s.bc2_sqrt + s.eps;
+                let x = if s.decay != 1.0 { *w * s.decay } else { *w };
+                *w = x + (-s.step_size * m) / denom;
+            }),
+        }
         Ok(())
     }
 }
@@ -170,68 +163,7 @@ pub(super) fn step(
     };
     // The moments see the weight before AdamW's decay (torch decays it first but only the
     // L2 term reads it, and AdamW has none).
-    m.inplace_op3(&g, w, &FirstMoment(s))?;
-    v.inplace_op3(&g, w, &SecondMoment(s))?;
-    w.inplace_op3(m, v, &Update(s))
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::{Device, Tensor, Var};
-
-    use crate::brain::{Adam, NamedParam, Optimizer};
-
-    /// The host path over more values than one chunk, with clipping and both kinds of weight
-    /// decay, against torch's update written out in f64.
-    #[test]
-    fn host_adam_follows_torch_over_chunks() {
-        let n = super::CHUNK * 2 + 37;
-        let val = |i: usize, k: f64| ((i as f64 * 0.618 + k).sin() * 2.0) as f32;
-        for decoupled in [false, true] {
-            let w0: Vec<f32> = (0..n).map(|i| val(i, 0.0)).collect();
-            let var = Var::new(w0.as_slice(), &Device::Cpu).unwrap();
-            let p = vec![NamedParam {
-                name: "w".into(),
-                var: var.clone(),
-            }];
-            let mut opt = if decoupled {
-                Adam::adamw(p, 0.01)
-            } else {
-                Adam::new(p, 0.01)
-            };
-            opt.weight_decay = 0.1;
-            let mut x: Vec<f64> = w0.iter().map(|&v| v as f64).collect();
-            let (mut m, mut v) = (vec![0f64; n], vec![0f64; n]);
-            for step in 1..=3 {
-                let g: Vec<f32> = (0..n).map(|i| val(i, step as f64)).collect();
-                let scale = 0.5;
-                let gt = Tensor::new(g.as_slice(), &Device::Cpu).unwrap();
-                opt.step_scaled(&[Some(gt)], scale).unwrap();
-                for i in 0..n {
-                    let mut gi = g[i] as f64 * scale;
-                    if decoupled {
-                        x[i] *= 1.0 - 0.01 * 0.1;
-                    } else {
-                        gi += 0.1 * x[i];
-                    }
-                    m[i] = 0.9 * m[i] + 0.1 * gi;
-                    v[i] = 0.999 * v[i] + 0.001 * gi * gi;
-                    let denom = (v[i] / (1.0 - 0.999f64.powi(step))).sqrt() + 1e-8;
-                    x[i] -= 0.01 / (1.0 - 0.9f64.powi(step)) * m[i] / denom;
-                }
-            }
-            let got = var.to_vec1::<f32>().unwrap();
-            let worst = got
-                .iter()
-                .zip(&x)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0f64, f64::max);
-            assert!(worst < 2e-6, "decoupled={decoupled}: worst {worst}");
-            // The moments are kept for the checkpoint, in place.
-            let state = opt.state_tensors().unwrap();
-            let avg = &state.iter().find(|(k, _)| k == "exp_avg.w").unwrap().1;
-            let avg = avg.to_vec1::<f32>().unwrap();
-            assert!((avg[n - 1] as f64 - m[n - 1]).abs() < 1e-6);
-        }
-    }
+    m.inplace_op3(&g, w, &AdamPass(Pass::FirstMoment, s))?;
+    v.inplace_op3(&g, w, &AdamPass(Pass::SecondMoment, s))?;
+    w.inplace_op3(m, v, &AdamPass(Pass::Update, s))
 }

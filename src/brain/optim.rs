@@ -155,20 +155,14 @@ impl InplaceOp2 for SgdUpdate {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (CpuStorage::F32(w), CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("sgd-update: f32 tensors expected");
-        };
-        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("sgd-update: contiguous tensors expected");
-        };
-        if b - a != d - c {
-            candle_core::bail!("sgd-update: {} weights, {} gradients", b - a, d - c);
+        let w = adam_host::slice_mut(s1, l1, "sgd-update")?;
+        let g = adam_host::slice(s2, l2, "sgd-update")?;
+        if w.len() != g.len() {
+            candle_core::bail!("sgd-update: {} weights, {} gradients", w.len(), g.len());
         }
         let (lr, scale) = (self.lr, self.scale);
-        w[a..b]
-            .par_chunks_mut(1 << 16)
-            .zip(g[c..d].par_chunks(1 << 16))
+        w.par_chunks_mut(1 << 16)
+            .zip(g.par_chunks(1 << 16))
             .for_each(|(w, g)| match scale {
                 Some(s) => w.iter_mut().zip(g).for_each(|(w, g)| *w -= (g * s) * lr),
                 None => w.iter_mut().zip(g).for_each(|(w, g)| *w -= g * lr),
