@@ -118,6 +118,88 @@ fn adam_and_adamw_follow_torch() {
     }
 }
 
+/// torch 2.8.0's `torch.optim.Adam(lr=0.1, betas=(beta1, 0.999))` on CPU, three steps, its
+/// state and weights printed as f64 (exact f32 values): the in-place update gives the same
+/// values to a few ulps (torch's compiled kernels may fuse a product and a sum), for
+/// beta1 = 0.9 and for 0.3 (where torch's `lerp_` takes its other form, `g - (g - m)(1 - w)`).
+#[test]
+fn adam_matches_torch_values() {
+    let x0 = [1.0f32, -0.3, 0.77, 123.4, -5e-3];
+    let grads = [
+        [2.0f32, 0.1, -0.37, 0.5, 1e-3],
+        [0.3, -1.7, 0.011, -7.1, 2e-2],
+        [1.1, 0.25, -0.9, 3.3, -4e-4],
+    ];
+    let torch_v = [
+        0.005291914567351341f64,
+        0.002959590405225754,
+        0.0009467472555115819,
+        0.06149908900260925,
+        4.0075801166494784e-07,
+    ];
+    #[allow(clippy::type_complexity)]
+    let cases: [(f64, [f64; 5], [f64; 5]); 2] = [
+        (
+            0.3,
+            [
+                0.9589999914169312,
+                -0.17570002377033234,
+                -0.6509999632835388,
+                0.8504998683929443,
+                0.003983000293374062,
+            ],
+            [
+                0.7774040102958679,
+                -0.2751736640930176,
+                1.018436312675476,
+                123.38690948486328,
+                -0.2506508231163025,
+            ],
+        ),
+        (
+            0.9,
+            [
+                0.29899999499320984,
+                -0.11989999562501907,
+                -0.11898000538349152,
+                -0.26850003004074097,
+                0.001841000048443675,
+            ],
+            [
+                0.7396615743637085,
+                -0.28512507677078247,
+                1.012878179550171,
+                123.39140319824219,
+                -0.24141140282154083,
+            ],
+        ),
+    ];
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    for (beta1, torch_m, torch_w) in cases {
+        let (w, p) = param(&x0);
+        let mut opt = Adam::new(p, 0.1);
+        opt.betas = (beta1, 0.999);
+        for g in &grads {
+            opt.step(&[t(g)]).unwrap();
+        }
+        let state: std::collections::HashMap<String, Tensor> =
+            opt.state_tensors().unwrap().into_iter().collect();
+        let get = |k: &str| state[k].to_vec1::<f32>().unwrap();
+        let close = |got: Vec<f32>, want: &[f64], what: &str| {
+            for (a, b) in got.iter().zip(f32s(want)) {
+                // A few f32 ulps (the moments cancel: -0.1757 = 0.3 (-1.169) + 0.7 (0.25)).
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs(),
+                    "beta1 {beta1}, {what}: {got:?} vs {want:?}"
+                );
+            }
+        };
+        close(get("exp_avg.w"), &torch_m, "exp_avg");
+        close(get("exp_avg_sq.w"), &torch_v, "exp_avg_sq");
+        close(w.to_vec1::<f32>().unwrap(), &torch_w, "weights");
+    }
+}
+
 /// The in-place host update over more values than one parallel chunk (2^15), with clipping.
 #[test]
 fn adam_in_place_follows_torch_over_many_values() {

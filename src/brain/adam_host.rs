@@ -1,8 +1,9 @@
 //! Adam's update on host f32 tensors in place: three passes over the parameter's buffers
 //! (first moment, second moment, weights) instead of a dozen candle ops that each allocate a
-//! tensor of the parameter's size. Each pass rounds as torch's single-tensor Adam rounds
-//! (`lerp_`, `mul_` + `addcmul_`, `sqrt` / `add_` + `addcdiv_`, in f32 with f32 scalars), so
-//! the weights follow `torch.optim.Adam` at least as closely as the composed ops did.
+//! tensor of the parameter's size. Each pass computes what torch's single-tensor Adam computes,
+//! in its order (`lerp_`, `mul_` + `addcmul_`, `sqrt` / `add_` + `addcdiv_`, in f32 with f32
+//! scalars); torch's vectorized kernels fuse some products and sums (FMA), so values can differ
+//! in the last bit or two (`tests/brain.rs` compares with torch 2.8.0's).
 
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
@@ -69,8 +70,8 @@ pub(super) fn slice_mut<'a>(
 /// Which of Adam's three passes an [`AdamPass`] runs.
 #[derive(Debug, Clone, Copy)]
 enum Pass {
-    /// `exp_avg.lerp_(grad, 1 - beta1)` (torch's lerp: `m + w (g - m)` for a weight below 0.5);
-    /// sources: gradient, weight.
+    /// `exp_avg.lerp_(grad, 1 - beta1)` (torch's lerp: `m + w (g - m)` for a weight below 0.5,
+    /// `g - (g - m)(1 - w)` above); sources: gradient, weight.
     FirstMoment,
     /// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`; sources: gradient, weight.
     SecondMoment,
@@ -117,7 +118,14 @@ impl InplaceOp3 for AdamPass {
         }
         let s = self.1;
         match self.0 {
-            Pass::FirstMoment => zip3(d, a, b, |m, g, w| *m += s.w1 * (s.grad(g, w) - *m)),
+            // torch's lerp takes the other form for weights of 0.5 and above.
+            Pass::FirstMoment if s.w1 < 0.5 => {
+                zip3(d, a, b, |m, g, w| *m += s.w1 * (s.grad(g, w) - *m))
+            }
+            Pass::FirstMoment => zip3(d, a, b, |m, g, w| {
+                let g = s.grad(g, w);
+                *m = g - (g - *m) * (1.0 - s.w1);
+            }),
             Pass::SecondMoment => zip3(d, a, b, |v, g, w| {
                 let g = s.grad(g, w);
                 *v = *v * s.beta2 + s.w2 * g * g;
