@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::nnet::gemm::{storage_f32 as slice, storage_f32_mut as slice_mut};
+
 const CHUNK: usize = 1 << 15;
 
 /// The constants of one Adam step for one parameter.
@@ -47,31 +49,12 @@ impl AdamStep {
     }
 }
 
-/// The contiguous f32 values of a host tensor's storage (`what` names it in the error).
-pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
-        candle_core::bail!("{what}: contiguous f32 tensors expected");
-    };
-    Ok(&v[a..b])
-}
-
-/// [`slice`], mutable.
-pub(super) fn slice_mut<'a>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<&'a mut [f32]> {
-    let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
-        candle_core::bail!("{what}: contiguous f32 tensors expected");
-    };
-    Ok(&mut v[a..b])
-}
-
 /// Which of Adam's three passes an [`AdamPass`] runs.
 #[derive(Debug, Clone, Copy)]
 enum Pass {
-    /// `exp_avg.lerp_(grad, 1 - beta1)` (torch's lerp: `m + w (g - m)` for a weight below 0.5,
-    /// `g - (g - m)(1 - w)` above); sources: gradient, weight.
+    /// `exp_avg.lerp_(grad, 1 - beta1)` as `m + w (g - m)` (torch's scalar lerp writes
+    /// `g - (g - m)(1 - w)` for weights of 0.5 and above, its vector lerp fuses either with FMA:
+    /// they differ in rounding only); sources: gradient, weight.
     FirstMoment,
     /// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`; sources: gradient, weight.
     SecondMoment,
@@ -118,14 +101,7 @@ impl InplaceOp3 for AdamPass {
         }
         let s = self.1;
         match self.0 {
-            // torch's lerp takes the other form for weights of 0.5 and above.
-            Pass::FirstMoment if s.w1 < 0.5 => {
-                zip3(d, a, b, |m, g, w| *m += s.w1 * (s.grad(g, w) - *m))
-            }
-            Pass::FirstMoment => zip3(d, a, b, |m, g, w| {
-                let g = s.grad(g, w);
-                *m = g - (g - *m) * (1.0 - s.w1);
-            }),
+            Pass::FirstMoment => zip3(d, a, b, |m, g, w| *m += s.w1 * (s.grad(g, w) - *m)),
             Pass::SecondMoment => zip3(d, a, b, |v, g, w| {
                 let g = s.grad(g, w);
                 *v = *v * s.beta2 + s.w2 * g * g;
@@ -140,13 +116,15 @@ impl InplaceOp3 for AdamPass {
     }
 }
 
-/// Whether `t` can take the host path (CPU, f32, contiguous).
-pub(super) fn on_host(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+/// Whether `t` lives on the CPU as f32 (the optimizers' in-place paths; a weight must also be
+/// contiguous).
+pub(super) fn host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }
 
-/// One Adam step of one parameter `w` (a host tensor) with gradient `g`, its moments created
-/// as zeros on the first step (torch's lazy state) and updated in place.
+/// One Adam step of one parameter `w` (a contiguous host f32 tensor) with gradient `g`, its
+/// moments (contiguous, the parameter's dtype: `load_buffers` restores them so) created as
+/// zeros on the first step (torch's lazy state) and updated in place.
 pub(super) fn step(
     w: &Tensor,
     g: &Tensor,
@@ -155,12 +133,6 @@ pub(super) fn step(
     s: AdamStep,
 ) -> Result<()> {
     let g = g.contiguous()?;
-    // Restored state may come back in another dtype or layout.
-    for b in [&mut *m, &mut *v].into_iter().flatten() {
-        if !on_host(b) {
-            *b = b.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        }
-    }
     let m = match m {
         Some(m) => m,
         None => m.insert(w.zeros_like()?),

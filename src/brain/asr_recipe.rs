@@ -125,10 +125,8 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
     let batch_size = kw.usize("batch_size", 8).map_err(bad)?.max(1);
     let lr = kw.f64("lr", 1e-3).map_err(bad)?;
-    // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
-    let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
-    // Only the last `lr_decay_epochs` epochs fall (the rate held before them) when set.
-    let decay_epochs = kw.usize("lr_decay_epochs", epochs).map_err(bad)?;
+    // `lr_final` / `lr_decay_epochs`: SpeechBrain's LinearScheduler, over the last epochs.
+    let lr_linear = LinearScheduler::from_recipe(&kw, lr, epochs).map_err(bad)?;
     let ctc_weight = kw.f64("ctc_weight", 0.5).map_err(bad)?;
     let label_smoothing = kw.f64("label_smoothing", 0.1).map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
@@ -199,8 +197,7 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = EncDecFineTune::new(asr, Some(opt_class), opts)?.with_ctc_weight(ctc_weight)?;
     brain.label_smoothing = label_smoothing;
-    brain.lr_linear =
-        lr_final.map(|f| LinearScheduler::hold_then_decay(lr, f, epochs, decay_epochs));
+    brain.lr_linear = lr_linear;
     brain.valid_wer = true;
     brain.train_logger = Some(super::FileTrainLogger::new(out.join("train_log.txt")));
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));

@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
-use super::adam_host;
+use super::adam_host::{self, host_f32};
+use crate::nnet::gemm::{storage_f32, storage_f32_mut};
 
 /// A trainable parameter and its state_dict key (e.g. `0.CNN.block_0.conv_1.conv.weight`).
 #[derive(Debug, Clone)]
@@ -65,7 +66,12 @@ fn load_buffers(
 ) -> Result<()> {
     for (p, b) in params.iter().zip(bufs.iter_mut()) {
         *b = match state.get(&format!("{prefix}.{}", p.name)) {
-            Some(t) if t.dims() == p.var.dims() => Some(t.to_device(p.var.device())?),
+            // The parameter's dtype and a contiguous layout, as the in-place updates need.
+            Some(t) if t.dims() == p.var.dims() => Some(
+                t.to_dtype(p.var.dtype())?
+                    .to_device(p.var.device())?
+                    .contiguous()?,
+            ),
             Some(t) => candle_core::bail!(
                 "optimizer state `{prefix}.{}`: shape {:?}, parameter {:?}",
                 p.name,
@@ -155,8 +161,8 @@ impl InplaceOp2 for SgdUpdate {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let w = adam_host::slice_mut(s1, l1, "sgd-update")?;
-        let g = adam_host::slice(s2, l2, "sgd-update")?;
+        let w = storage_f32_mut(s1, l1, "sgd-update")?;
+        let g = storage_f32(s2, l2, "sgd-update")?;
         if w.len() != g.len() {
             candle_core::bail!("sgd-update: {} weights, {} gradients", w.len(), g.len());
         }
@@ -181,8 +187,7 @@ impl Optimizer for Sgd {
         for ((p, g), buf) in self.params.iter().zip(grads).zip(self.bufs.iter_mut()) {
             let Some(g) = g else { continue };
             let w = p.var.as_tensor();
-            let on_host = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-            if plain && on_host(w) && on_host(g) && w.dims() == g.dims() {
+            if plain && host_f32(w) && host_f32(g) && w.dims() == g.dims() {
                 let scale = (scale != 1.0).then_some(scale as f32);
                 let update = SgdUpdate {
                     scale,
@@ -323,8 +328,7 @@ impl Optimizer for Adam {
         for ((p, g), (m, v)) in iter.zip(self.m.iter_mut().zip(self.v.iter_mut())) {
             let Some(g) = g else { continue };
             let w = p.var.as_tensor();
-            let host_ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-            if adam_host::on_host(w) && host_ok(g) && g.dims() == w.dims() {
+            if host_f32(w) && w.is_contiguous() && host_f32(g) && g.dims() == w.dims() {
                 adam_host::step(w, g, m, v, host)?;
                 continue;
             }

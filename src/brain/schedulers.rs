@@ -171,6 +171,19 @@ impl LinearScheduler {
         Self { value_at_epoch }
     }
 
+    /// The recipes' optional schedule from their yaml: with `lr_final`, the line from `lr` to
+    /// it over the last `lr_decay_epochs` epochs (all of them by default); without, `None`.
+    pub(crate) fn from_recipe(
+        kw: &crate::pretrained::hparams::Kwargs,
+        lr: f64,
+        epochs: usize,
+    ) -> Result<Option<Self>, String> {
+        let decay_epochs = kw.usize("lr_decay_epochs", epochs)?;
+        Ok(kw
+            .opt_f64("lr_final")?
+            .map(|f| Self::hold_then_decay(lr, f, epochs, decay_epochs)))
+    }
+
     /// `(value of epoch current_epoch, value of the next)` (SpeechBrain's `__call__`).
     pub fn step(&self, current_epoch: usize) -> (f64, f64) {
         let last = self.value_at_epoch.len() - 1;
@@ -273,6 +286,29 @@ mod tests {
         assert_eq!(s.step(1), (sb[0], sb[1]));
         assert_eq!(s.step(12), (sb[11], sb[11]));
         assert_eq!(LinearScheduler::new(0.5, 0.1, 1).value_at_epoch, vec![0.5]);
+    }
+
+    #[test]
+    fn recipes_read_lr_final_and_lr_decay_epochs() {
+        use crate::pretrained::hparams::{Hparams, Kwargs};
+        let schedule = |yaml: &str| {
+            let hp = Hparams::from_str(yaml, "t.yaml", None).unwrap();
+            LinearScheduler::from_recipe(&Kwargs::top_level(&hp), 1.0, 5).unwrap()
+        };
+        assert_eq!(schedule("lr: 1.0\n"), None);
+        assert_eq!(
+            schedule("lr_final: 0.25\n"),
+            Some(LinearScheduler::new(1.0, 0.25, 5))
+        );
+        assert_eq!(
+            schedule("lr_final: 0.25\nlr_decay_epochs: 3\n")
+                .unwrap()
+                .value_at_epoch,
+            vec![1.0, 1.0, 0.75, 0.5, 0.25]
+        );
+        let hp =
+            Hparams::from_str("lr_final: 0.25\nlr_decay_epochs: two\n", "t.yaml", None).unwrap();
+        assert!(LinearScheduler::from_recipe(&Kwargs::top_level(&hp), 1.0, 5).is_err());
     }
 
     #[test]

@@ -70,10 +70,8 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let epochs = kw.usize("number_of_epochs", 10).map_err(bad)?;
     let batch_size = kw.usize("batch_size", 1).map_err(bad)?.max(1);
     let lr = kw.f64("lr", 1.5e-4).map_err(bad)?;
-    // SpeechBrain's LinearScheduler(lr, lr_final, number_of_epochs) when set.
-    let lr_final = kw.opt_f64("lr_final").map_err(bad)?;
-    // Only the last `lr_decay_epochs` epochs fall (the rate held before them) when set.
-    let decay_epochs = kw.usize("lr_decay_epochs", epochs).map_err(bad)?;
+    // `lr_final` / `lr_decay_epochs`: SpeechBrain's LinearScheduler, over the last epochs.
+    let lr_linear = LinearScheduler::from_recipe(&kw, lr, epochs).map_err(bad)?;
     let clip = kw.f64("clip_grad_norm", 5.0).map_err(bad)?;
     let by_loss = kw.bool("threshold_byloss", true).map_err(bad)?;
     let threshold = kw.f64("threshold", -30.0).map_err(bad)?;
@@ -103,8 +101,7 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let opt_class: super::OptClass = Box::new(move |p| OptimizerKind::Adam.build(p, lr, 0.0));
     let mut brain = Separation::new(model, Some(opt_class), opts);
     brain.threshold_byloss = by_loss.then_some(threshold);
-    brain.lr_linear =
-        lr_final.map(|f| LinearScheduler::hold_then_decay(lr, f, epochs, decay_epochs));
+    brain.lr_linear = lr_linear;
     brain.core_mut().checkpointer = Some(Checkpointer::new(out.join("save")));
     let loader = DataLoaderOptions::batch_size(batch_size);
     brain.fit(

@@ -25,6 +25,18 @@ pub(crate) fn storage_f32<'a>(
     }
 }
 
+/// [`storage_f32`], mutable (what in-place ops' `cpu_fwd` receive as their destination).
+pub(crate) fn storage_f32_mut<'a>(
+    s: &'a mut candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{what}: contiguous f32 input expected"),
+    }
+}
+
 /// A CPU f32 tensor's values, borrowed (the storage's read lock is held while this lives).
 pub(crate) struct HostF32<'a> {
     guard: StorageRef<'a>,
