@@ -580,6 +580,8 @@ pub trait Brain {
             let batch = batch?;
             self.core_mut().step += 1;
             since_ckpt += 1;
+            // Dropout's masks keyed by the step: a resumed run draws what this one would.
+            crate::nnet::dropout::dropout_step(epoch as u64, self.core().step as u64);
             let loss = self.fit_batch(&batch)?;
             let core = self.core_mut();
             core.avg_train_loss = core.update_average(loss, core.avg_train_loss);

@@ -81,6 +81,7 @@ pub fn train_separation(cfg: &SeparationRecipe) -> Result<SeparationReport, Brai
     let mut model = SepformerSeparation::build(&hp, &Device::Cpu)
         .map_err(|e| BrainError::Config(format!("{}: {e}", cfg.hparams.display())))?;
     model.model_mut().init_like_torch(seed)?;
+    crate::nnet::dropout::seed_dropout(seed);
     let train = separation_dataset(&cfg.train)?;
     let valid = cfg.valid.as_deref().map(separation_dataset).transpose()?;
     tracing::info!(

@@ -10,6 +10,7 @@ mod backprop_tests;
 pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
+pub mod dropout;
 pub mod embedding;
 pub(crate) mod fgemm;
 pub mod fused;
@@ -93,8 +94,9 @@ pub fn param(t: &Tensor, train: bool) -> Tensor {
     }
 }
 
-/// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and
-/// `candle_nn::ops::dropout` in training mode.
+/// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and drops with
+/// probability `p` in training mode, its masks drawn from the seeded stream of
+/// [`dropout`](mod@dropout) (kept values scaled by `1 / (1 - p)`, as torch does).
 #[derive(Debug, Clone, Copy)]
 pub struct Dropout {
     /// Drop probability.
@@ -105,7 +107,7 @@ impl Dropout {
     /// Applies dropout when `train` is true and `p > 0`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train && self.p > 0.0 {
-            candle_nn::ops::dropout(x, self.p)
+            dropout::apply(x, self.p)
         } else {
             Ok(x.clone())
         }

@@ -1,0 +1,119 @@
+//! Dropout with seeded masks.
+//!
+//! candle's CPU `Tensor::rand` (behind `candle_nn::ops::dropout`) draws from an unseeded
+//! thread RNG, so two training runs with the same `seed` drew different masks and did not
+//! repeat. SpeechBrain's `seed` seeds torch's generator, which its dropout draws from. Here
+//! the masks come from one ChaCha8 stream per training step, keyed by the seed, the epoch and
+//! the step: a run repeats with its seed, and a run resumed from an intra-epoch checkpoint
+//! draws the masks the uninterrupted run drew at the same steps.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The seed set by [`seed_dropout`].
+static SEED: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// The stream masks are drawn from, per thread (a training loop runs its forward passes
+    /// on one thread); `None` until the first mask or re-keying.
+    static STREAM: RefCell<Option<ChaCha8Rng>> = const { RefCell::new(None) };
+}
+
+fn stream(seed: u64, epoch: u64, step: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Epochs and steps stay far below 2^32: each (epoch, step) gets its own stream.
+    rng.set_stream((epoch << 32) | (step & 0xffff_ffff));
+    rng
+}
+
+/// Seeds dropout's masks (the recipes pass their yaml's `seed`) and restarts the calling
+/// thread's stream.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use voxbrain::nnet::{dropout::seed_dropout, Dropout};
+/// let x = Tensor::ones((4, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+/// let drop = Dropout { p: 0.5 };
+/// seed_dropout(7);
+/// let a = drop.forward(&x, true).unwrap().to_vec2::<f32>().unwrap();
+/// seed_dropout(7);
+/// let b = drop.forward(&x, true).unwrap().to_vec2::<f32>().unwrap();
+/// assert_eq!(a, b);
+/// ```
+pub fn seed_dropout(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+    set(stream(seed, 0, 0));
+}
+
+/// Re-keys the masks to one training step (the `Brain`'s loop calls it before each batch):
+/// from here the masks depend on the seed, `epoch`, `step` and the order of the dropout
+/// layers in the step only.
+pub fn dropout_step(epoch: u64, step: u64) {
+    set(stream(SEED.load(Ordering::Relaxed), epoch, step));
+}
+
+fn set(rng: ChaCha8Rng) {
+    STREAM.with(|s| *s.borrow_mut() = Some(rng));
+}
+
+/// A dropout mask of `n` values: 0 with probability `p`, else `1 / (1 - p)` (as
+/// `candle_nn::ops::dropout` and torch scale the kept values).
+fn mask(n: usize, p: f32) -> Vec<f32> {
+    let scale = 1.0 / (1.0 - p);
+    STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        let rng = s.get_or_insert_with(|| stream(SEED.load(Ordering::Relaxed), 0, 0));
+        (0..n)
+            .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
+            .collect()
+    })
+}
+
+/// `x` times a fresh mask (drop probability `p` in `[0, 1)`), differentiable in `x`.
+pub(crate) fn apply(x: &Tensor, p: f32) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout probability has to be in [0, 1), got {p}")
+    }
+    let m = Tensor::from_vec(mask(x.elem_count(), p), x.shape(), x.device())?;
+    x.mul(&m.to_dtype(x.dtype())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The seed is process-wide: the tests that set it are this one.
+    #[test]
+    fn masks_repeat_per_seed_and_step_and_drop_the_right_share() -> Result<()> {
+        let x = Tensor::ones((64, 1000), DType::F32, &Device::Cpu)?;
+        let draw = || -> Result<Vec<f32>> { apply(&x, 0.25)?.flatten_all()?.to_vec1::<f32>() };
+        seed_dropout(1234);
+        let (a1, a2) = (draw()?, draw()?);
+        assert_ne!(a1, a2, "successive masks differ");
+        let dropped = a1.iter().filter(|&&v| v == 0.0).count() as f64 / a1.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.01, "dropped share {dropped}");
+        assert!(a1
+            .iter()
+            .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        seed_dropout(1234);
+        assert_eq!(draw()?, a1, "same seed, same masks");
+        seed_dropout(1235);
+        assert_ne!(draw()?, a1, "another seed, other masks");
+        // A step's masks do not depend on what was drawn before it (a resumed run).
+        seed_dropout(1234);
+        dropout_step(3, 17);
+        let s1 = draw()?;
+        seed_dropout(1234);
+        let _ = draw()?;
+        dropout_step(3, 17);
+        assert_eq!(draw()?, s1);
+        dropout_step(3, 18);
+        assert_ne!(draw()?, s1);
+        assert!(apply(&x, 1.0).is_err());
+        Ok(())
+    }
+}
