@@ -37,7 +37,7 @@ bin="$root/target/release"
 SECONDS=0
 
 # The separation recipe's voices: train voices and test voices never overlap.
-train_voices="en-us+m3:160:45,en+f3:150:60,en-us+m7:135:30,en-gb-scotland+f2:170:55,en-us+f4:145:70,en+m5:155:40,en-029+f1:165:65,en-gb-x-rp+m1:140:35,en-us+Andy:150:50,en+Annie:155:55,en-us+Michael:145:45,en-us+f2:150:60"
+train_voices="en-us+m3:160:45,en+f3:150:60,en-us+m7:135:30,en-gb-scotland+f2:170:55,en-us+f4:145:70,en+m5:155:40,en-029+f1:165:65,en-gb-x-rp+m1:140:35,en-us+Andy:150:50,en+Annie:155:55,en-029+m2:145:45,en-us-nyc+f1:150:60"
 test_voices="en-us+m1:150:50,en+f5:150:62,en-us-nyc+Alex:155:45,en-029+f2:145:58"
 if [ ! -f "$out/test_harvard.json" ]; then
   "$bin/voxbrain-data" text --out "$out/text" --vocab 3000 --valid 200 --test 200 --seed 0
