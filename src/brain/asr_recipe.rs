@@ -152,8 +152,8 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let mut asr = EncoderDecoderASR::build(&hp, &Device::Cpu)
         .map_err(|e| BrainError::Config(format!("{}: {e}", cfg.hparams.display())))?;
     init_asr_like_torch(&asr.asr_varmap, seed)?;
-    crate::nnet::dropout::seed_dropout(seed);
     init_asr_like_torch(&asr.lm_varmap, seed + 1)?;
+    crate::nnet::dropout::seed_dropout(seed);
     let tok = SentencePiece::open(src.join("tokenizer.ckpt"))
         .map_err(|e| BrainError::Config(e.to_string()))?;
     if tok.vocab_size() != asr.emb.num_embeddings() {

@@ -72,6 +72,26 @@ fn mask(n: usize, p: f32) -> Vec<f32> {
     })
 }
 
+/// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and drops with
+/// probability `p` in training mode, its masks drawn from the seeded stream of
+/// this module (kept values scaled by `1 / (1 - p)`, as torch does).
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    /// Drop probability.
+    pub p: f32,
+}
+
+impl Dropout {
+    /// Applies dropout when `train` is true and `p > 0`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.p > 0.0 {
+            apply(x, self.p)
+        } else {
+            Ok(x.clone())
+        }
+    }
+}
+
 /// `x` times a fresh mask (drop probability `p` in `[0, 1)`), differentiable in `x`.
 pub(crate) fn apply(x: &Tensor, p: f32) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {

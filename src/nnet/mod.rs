@@ -11,6 +11,7 @@ pub mod cnn;
 pub(crate) mod conv_train;
 pub(crate) mod ctc;
 pub mod dropout;
+pub use dropout::Dropout;
 pub mod embedding;
 pub(crate) mod fgemm;
 pub mod fused;
@@ -91,26 +92,6 @@ pub fn param(t: &Tensor, train: bool) -> Tensor {
         t.clone()
     } else {
         t.detach()
-    }
-}
-
-/// Dropout that is the identity in eval mode (SpeechBrain's inference mode) and drops with
-/// probability `p` in training mode, its masks drawn from the seeded stream of
-/// [`dropout`](mod@dropout) (kept values scaled by `1 / (1 - p)`, as torch does).
-#[derive(Debug, Clone, Copy)]
-pub struct Dropout {
-    /// Drop probability.
-    pub p: f32,
-}
-
-impl Dropout {
-    /// Applies dropout when `train` is true and `p > 0`.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train && self.p > 0.0 {
-            dropout::apply(x, self.p)
-        } else {
-            Ok(x.clone())
-        }
     }
 }
 
