@@ -1,8 +1,10 @@
-//! `voxbrain train-asr` end to end on the small ASR yaml of the fixtures (sizes of
-//! tests/fixtures/asr/model, its 48-piece tokenizer) and the committed mini corpus (8
-//! utterances): the LM and the ASR model train from scratch (joint CTC + attention; both
-//! losses fall), the folder is written in SpeechBrain's layout and loads with `from_hparams`,
-//! results.json holds the test WER, and a second run resumes instead of starting over.
+//! `voxbrain train-asr` end to end on the small joint CTC-decoding ASR yaml of the fixtures
+//! (tests/fixtures/asr_ctc: sizes of tests/fixtures/asr/model, blank 0, bos 1, eos 2; its
+//! 48-piece tokenizer) and the committed mini corpus (8 utterances): the LM and the ASR model
+//! train from scratch (joint CTC + attention; both losses fall), the LM and CTC decoding weights
+//! are tuned on the validation set, the folder is written in SpeechBrain's layout and loads with
+//! `from_hparams`, results.json holds the test WER, and a second run resumes instead of
+//! starting over.
 
 mod common;
 
@@ -19,7 +21,8 @@ dropout: 0.0
 lm_number_of_epochs: 15
 lm_batch_size: 4
 lm_lr: 0.02
-lm_weight_grid: [0.0, 3.0]";
+lm_weight_grid: [0.0, 3.0]
+ctc_weight_decode_grid: [0.0, 0.4]";
 
 fn manifest(dir: &Path) -> PathBuf {
     let out = dir.join("train.json");
@@ -64,7 +67,7 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         cmd.arg("train-asr")
             .args([
                 "--hparams",
-                fixture("asr/model/hyperparams.yaml").to_str().unwrap(),
+                fixture("asr_ctc/hyperparams.yaml").to_str().unwrap(),
             ])
             .args(["--overrides", overrides])
             .args([
@@ -107,12 +110,12 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         yaml.contains("\nlm_lr: 0.02"),
         "overrides written back: {yaml}"
     );
-    // The LM weight tried best on the validation set is the exported yaml's.
+    // The pair of LM and CTC weights tried best on the validation set is the exported yaml's.
     let tuning: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("tuning/lm_weight.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(out.join("tuning/search.json")).unwrap())
             .unwrap();
     let tried = tuning["tried"].as_array().unwrap();
-    assert_eq!(tried.len(), 2, "{tuning}");
+    assert_eq!(tried.len(), 4, "2 LM x 2 CTC weights: {tuning}");
     let best = tried
         .iter()
         .min_by(|a, b| {
@@ -123,13 +126,22 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
             a.partial_cmp(&b).unwrap()
         })
         .unwrap();
-    assert_eq!(tuning["chosen"], best["lm_weight"], "{tuning}");
-    let chosen = tuning["chosen"].as_f64().unwrap();
-    assert!(
-        yaml.contains(&format!("\nlm_weight: {chosen}\n")),
-        "tuned lm_weight {chosen} exported: {yaml}"
-    );
-    assert!(stdout.contains("\"lm_weight\""), "{stdout}");
+    assert_eq!(&tuning["chosen"], best, "{tuning}");
+    for key in ["lm_weight", "ctc_weight_decode"] {
+        let chosen = tuning["chosen"][key].as_f64().unwrap();
+        assert!(
+            yaml.contains(&format!("\n{key}: {chosen}\n")),
+            "tuned {key} {chosen} exported: {yaml}"
+        );
+        assert!(stdout.contains(&format!("\"{key}\"")), "{stdout}");
+    }
+    for t in tried {
+        let (lm, ctc) = (&t["lm_weight"], &t["ctc_weight_decode"]);
+        assert!(
+            out.join(format!("tuning/search_{lm}_{ctc}.json")).is_file(),
+            "transcripts of {t}"
+        );
+    }
     // The exported LM is the trained one, not a fresh draw.
     let shapes = voxbrain::pretrained::ckpt::read_ckpt(model.join("lm.ckpt")).unwrap();
     let trained = voxbrain::pretrained::ckpt::read_ckpt(out.join("lm.ckpt")).unwrap();
@@ -181,4 +193,33 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         15,
         "the LM is not retrained"
     );
+}
+
+#[test]
+fn a_ctc_grid_without_a_ctc_weight_to_tune_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = manifest(dir.path());
+    let out = voxbrain()
+        .arg("train-asr")
+        .args([
+            "--hparams",
+            fixture("asr/model/hyperparams.yaml").to_str().unwrap(),
+        ])
+        .args(["--overrides", "ctc_weight_decode_grid: [0.0, 0.4]"])
+        .args([
+            "--tokenizer",
+            fixture("asr/model/tokenizer.ckpt").to_str().unwrap(),
+        ])
+        .args(["--train", train.to_str().unwrap()])
+        .args(["--valid", train.to_str().unwrap()])
+        .args(["--output-dir", dir.path().join("run").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("hyperparams.yaml") && err.contains("`ctc_weight_decode`"),
+        "{err}"
+    );
+    assert!(!dir.path().join("run/save").exists(), "nothing trained");
 }

@@ -10,9 +10,10 @@
 //! epoch to `lr_final` in the last, SpeechBrain's `LinearScheduler`), `lr_decay_epochs`
 //! (voxbrain's, with `lr_final`: `lr` held, then the line over only the last this many
 //! epochs), `ctc_weight`, `label_smoothing`, `clip_grad_norm`, `ckpt_interval_minutes`, and for the LM
-//! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`; `lm_weight_grid` (voxbrain's: LM weights
-//! tried on the validation set after training, the best written to the exported yaml's
-//! `lm_weight`; `OUT/tuning/`). The LM is trained first (`OUT/lm.ckpt`,
+//! `lm_number_of_epochs`, `lm_batch_size`, `lm_lr`; `lm_weight_grid` and
+//! `ctc_weight_decode_grid` (voxbrain's: LM and CTC decoding weights tried together on the
+//! validation set after training, the best pair written to the exported yaml's `lm_weight` and
+//! `ctc_weight_decode`; `OUT/tuning/`). The LM is trained first (`OUT/lm.ckpt`,
 //! checkpoints in `OUT/save_lm`), then the ASR model (`OUT/save`); a killed run resumes where
 //! it was. `OUT/model` gets `hyperparams.yaml`, `asr.ckpt`, `normalizer.ckpt`, `lm.ckpt`,
 //! `tokenizer.ckpt`; `OUT/results.json` the word error rate of each test set, decoded as a user
@@ -45,7 +46,8 @@ pub struct AsrRecipe {
     /// YAML overrides (top-level `key: value` lines).
     pub overrides: Option<String>,
     /// SentencePiece model trained on the recipe's text (`output_neurons` pieces, id 0 =
-    /// `<unk>` = blank/bos/eos); becomes `tokenizer.ckpt`.
+    /// `<unk>` = blank; `<s>`/`</s>` at the yaml's `bos_index`/`eos_index` when those differ
+    /// from 0); becomes `tokenizer.ckpt`.
     pub tokenizer: PathBuf,
     /// Training manifest (`{id: {file_path, words, spkID, length}}`, as
     /// `voxbrain-data librispeech-to-json` writes it).
@@ -71,10 +73,48 @@ pub struct AsrReport {
     pub wer: Vec<(String, f64)>,
     /// The exported model folder.
     pub model_dir: PathBuf,
-    /// `(lm_weight, valid WER %)` of each `lm_weight_grid` value tried, when any were.
-    pub lm_weight_tuning: Vec<(f64, f64)>,
-    /// The LM weight chosen from them (written into the exported yaml).
+    /// Each decoding setting of `lm_weight_grid` x `ctc_weight_decode_grid` tried on the
+    /// validation set, when any were.
+    pub search_tuning: Vec<SearchTry>,
+    /// The setting chosen from them (written into the exported yaml).
+    pub search: Option<SearchTry>,
+}
+
+/// One decoding setting the recipe tried on the validation set (beam search as a user
+/// decodes), with its word error rate.
+///
+/// ```
+/// let t = voxbrain::brain::asr_recipe::SearchTry { lm_weight: Some(0.3), ctc_weight: None, valid_wer: 7.6 };
+/// assert_eq!(t.overrides(), "lm_weight: 0.3");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchTry {
+    /// `lm_weight` (`None`: the yaml's, when `lm_weight_grid` is not set).
     pub lm_weight: Option<f64>,
+    /// `ctc_weight_decode` (`None`: the yaml's, when `ctc_weight_decode_grid` is not set).
+    pub ctc_weight: Option<f64>,
+    /// Validation WER %.
+    pub valid_wer: f64,
+}
+
+impl SearchTry {
+    /// The setting as top-level yaml overrides, one `key: value` line each.
+    pub fn overrides(&self) -> String {
+        let lm = self.lm_weight.map(|w| format!("lm_weight: {w}"));
+        let ctc = self.ctc_weight.map(|w| format!("ctc_weight_decode: {w}"));
+        lm.into_iter().chain(ctc).collect::<Vec<_>>().join("\n")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut v = json!({"valid_wer": self.valid_wer});
+        if let Some(w) = self.lm_weight {
+            v["lm_weight"] = json!(w);
+        }
+        if let Some(w) = self.ctc_weight {
+            v["ctc_weight_decode"] = json!(w);
+        }
+        v
+    }
 }
 
 /// Fresh parameters for a CRDNN ASR model or RNNLM as PyTorch and SpeechBrain initialise them:
@@ -135,6 +175,14 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let lm_batch = kw.usize("lm_batch_size", 64).map_err(bad)?.max(1);
     let lm_lr = kw.f64("lm_lr", 1e-3).map_err(bad)?;
     let lm_grid = kw.f64_list("lm_weight_grid", &[]).map_err(bad)?;
+    let ctc_grid = kw.f64_list("ctc_weight_decode_grid", &[]).map_err(bad)?;
+    if !ctc_grid.is_empty() && kw.get("ctc_weight_decode").is_none() {
+        return Err(bad(
+            "ctc_weight_decode_grid is set, but there is no `ctc_weight_decode` \
+             key (the CTCScorer's weight in the scorer's `weights`) to tune"
+                .into(),
+        ));
+    }
 
     // The model's own files first: the exported folder copies them.
     let src = out.join("model_files");
@@ -215,13 +263,17 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
     let epochs_run = brain.epoch_stats.iter().map(|s| (s.0, s.1, s.2)).collect();
     drop(brain);
 
-    let (lm_weight_tuning, lm_weight) = match &cfg.valid {
-        Some(valid) if !lm_grid.is_empty() => {
-            let (tried, best) = tune_lm_weight(&model_dir, valid, &lm_grid, out)?;
+    let tune = !lm_grid.is_empty() || !ctc_grid.is_empty();
+    let (search_tuning, search) = match &cfg.valid {
+        Some(valid) if tune => {
+            let (tried, best) = tune_search(&model_dir, valid, (&lm_grid, &ctc_grid), out)?;
             (tried, Some(best))
         }
-        None if !lm_grid.is_empty() => {
-            tracing::warn!("lm_weight_grid is set but there is no --valid set: lm_weight kept");
+        None if tune => {
+            tracing::warn!(
+                "lm_weight_grid / ctc_weight_decode_grid are set but there is no --valid set: \
+                 the yaml's weights kept"
+            );
             (Vec::new(), None)
         }
         _ => (Vec::new(), None),
@@ -231,51 +283,107 @@ pub fn train_asr(cfg: &AsrRecipe) -> Result<AsrReport, BrainError> {
         epochs: epochs_run,
         wer,
         model_dir,
-        lm_weight_tuning,
-        lm_weight,
+        search_tuning,
+        search,
     })
 }
 
-/// Decodes `valid` with each LM weight of `grid` (beam search, as a user decodes) and writes
-/// the best (lowest WER; the first of equals) into `model_dir/hyperparams.yaml`'s `lm_weight`.
-/// Each try's transcripts go to `OUT/tuning/lm_weight_<w>.json`; returns every
-/// `(weight, WER %)` and the weight chosen.
-fn tune_lm_weight(
+/// Decodes `valid` with each pair of `lm_weight_grid` x `ctc_weight_decode_grid` (beam search,
+/// as a user decodes; an empty grid keeps the yaml's weight) and writes the best (lowest WER;
+/// the first of equals) into `model_dir/hyperparams.yaml`. Each try's transcripts go to
+/// `OUT/tuning/search_<lm>_<ctc>.json`, the summary to `OUT/tuning/search.json`; returns every
+/// try and the one chosen.
+fn tune_search(
     model_dir: &Path,
     valid: &Path,
-    grid: &[f64],
+    (lm_grid, ctc_grid): (&[f64], &[f64]),
     out: &Path,
-) -> Result<(Vec<(f64, f64)>, f64), BrainError> {
+) -> Result<(Vec<SearchTry>, SearchTry), BrainError> {
     let io = |p: &Path, e: std::io::Error| BrainError::Io(p.to_path_buf(), e);
     let dir = out.join("tuning");
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let sets = [("valid".to_string(), valid.to_path_buf())];
-    let mut tried = Vec::new();
-    for &w in grid {
-        let opts = EvalOptions {
-            overrides: Some(format!("lm_weight: {w}")),
-            greedy: false,
-        };
-        let path = dir.join(format!("lm_weight_{w}.json"));
-        let wer = evaluate_with(model_dir, &sets, &path, &opts)?[0].1;
-        tracing::info!("lm_weight {w}: valid WER {wer:.2}%");
-        tried.push((w, wer));
+    let axis = |g: &[f64]| -> Vec<Option<f64>> {
+        if g.is_empty() {
+            vec![None]
+        } else {
+            g.iter().copied().map(Some).collect()
+        }
+    };
+    let mut tried: Vec<SearchTry> = axis(lm_grid)
+        .into_iter()
+        .flat_map(|lm_weight| {
+            axis(ctc_grid).into_iter().map(move |ctc_weight| SearchTry {
+                lm_weight,
+                ctc_weight,
+                valid_wer: f64::NAN,
+            })
+        })
+        .collect();
+    // One utterance's beam search keeps about one core busy: the tries run side by side.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let wers = std::sync::Mutex::new(vec![None; tried.len()]);
+    let failed = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(tried.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), BrainError> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = tried.get(i) else {
+                            return Ok(());
+                        };
+                        let opts = EvalOptions {
+                            overrides: Some(t.overrides()),
+                            greedy: false,
+                        };
+                        let name = |w: Option<f64>| w.map_or("yaml".into(), |w| w.to_string());
+                        let file =
+                            format!("search_{}_{}.json", name(t.lm_weight), name(t.ctc_weight));
+                        let wer = evaluate_with(model_dir, &sets, &dir.join(file), &opts)?[0].1;
+                        tracing::info!(
+                            "{}: valid WER {wer:.2}%",
+                            t.overrides().replace('\n', ", ")
+                        );
+                        wers.lock().expect("tuning results lock")[i] = Some(wer);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a tuning thread panicked"))
+            .find_map(Result::err)
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    let best = tried
-        .iter()
-        .fold(tried[0], |b, &t| if t.1 < b.1 { t } else { b });
-    tracing::info!("lm_weight {} chosen (valid WER {:.2}%)", best.0, best.1);
+    for (t, w) in tried
+        .iter_mut()
+        .zip(wers.into_inner().expect("tuning results lock"))
+    {
+        t.valid_wer = w.expect("every try decoded");
+    }
+    let best = tried.iter().fold(
+        tried[0],
+        |b, &t| if t.valid_wer < b.valid_wer { t } else { b },
+    );
+    let chosen = best.overrides();
+    tracing::info!(
+        "chosen: {} (valid WER {:.2}%)",
+        chosen.replace('\n', ", "),
+        best.valid_wer
+    );
     let yaml = model_dir.join("hyperparams.yaml");
     let text = std::fs::read_to_string(&yaml).map_err(|e| io(&yaml, e))?;
-    let text =
-        super::separation_recipe::with_overrides(&text, Some(&format!("lm_weight: {}", best.0)))
-            .map_err(BrainError::Config)?;
+    let text = super::separation_recipe::with_overrides(&text, Some(&chosen))
+        .map_err(BrainError::Config)?;
     crate::fsutil::write_atomic(&yaml, text.as_bytes()).map_err(|e| io(&yaml, e))?;
-    let summary = json!({"chosen": best.0, "tried": tried.iter()
-        .map(|(w, e)| json!({"lm_weight": w, "valid_wer": e})).collect::<Vec<_>>()});
-    let path = dir.join("lm_weight.json");
+    let summary = json!({"chosen": best.json(),
+        "tried": tried.iter().map(SearchTry::json).collect::<Vec<_>>()});
+    let path = dir.join("search.json");
     crate::fsutil::write_atomic(&path, summary.to_string().as_bytes()).map_err(|e| io(&path, e))?;
-    Ok((tried, best.0))
+    Ok((tried, best))
 }
 
 /// The LM stage: trains `asr`'s `lm_model` on the recipe's text, or loads `OUT/lm.ckpt` when

@@ -12,14 +12,16 @@ use voxbrain::brain::asr_recipe::{train_asr, AsrRecipe};
 pub struct TrainAsrArgs {
     /// The recipe's hyperparams.yaml: the model (as speechbrain/asr-crdnn-rnnlm-librispeech's)
     /// plus seed, number_of_epochs, batch_size, lr, ctc_weight, label_smoothing,
-    /// clip_grad_norm, ckpt_interval_minutes, lm_number_of_epochs, lm_batch_size, lm_lr. It
+    /// clip_grad_norm, ckpt_interval_minutes, lm_number_of_epochs, lm_batch_size, lm_lr,
+    /// lm_weight_grid and ctc_weight_decode_grid (decoding weights tried on --valid). It
     /// becomes the trained model's hyperparams.yaml.
     #[arg(long)]
     pub hparams: PathBuf,
     /// YAML overrides, e.g. "number_of_epochs: 2".
     #[arg(long)]
     pub overrides: Option<String>,
-    /// SentencePiece model (output_neurons pieces, <unk> = 0) trained on the recipe's text.
+    /// SentencePiece model (output_neurons pieces, <unk> = 0) trained on the recipe's text;
+    /// with bos/eos pieces at the yaml's bos_index/eos_index when they differ from 0.
     #[arg(long)]
     pub tokenizer: PathBuf,
     /// Training manifest {id: {file_path, words, spkID, length}} (voxbrain-data
@@ -67,8 +69,13 @@ pub fn run(a: TrainAsrArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     let mut last = serde_json::json!({"model": report.model_dir.display().to_string()});
-    if let Some(w) = report.lm_weight {
-        last["lm_weight"] = serde_json::json!(w);
+    if let Some(t) = report.search {
+        if let Some(w) = t.lm_weight {
+            last["lm_weight"] = serde_json::json!(w);
+        }
+        if let Some(w) = t.ctc_weight {
+            last["ctc_weight_decode"] = serde_json::json!(w);
+        }
     }
     for (name, wer) in &report.wer {
         last[format!("wer_{name}")] = serde_json::json!(wer);
