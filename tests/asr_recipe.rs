@@ -136,7 +136,10 @@ fn asr_and_lm_train_from_scratch_export_and_resume() {
         assert!(stdout.contains(&format!("\"{key}\"")), "{stdout}");
     }
     for t in tried {
-        let (lm, ctc) = (&t["lm_weight"], &t["ctc_weight_decode"]);
+        let (lm, ctc) = (
+            t["lm_weight"].as_f64().unwrap(),
+            t["ctc_weight_decode"].as_f64().unwrap(),
+        );
         assert!(
             out.join(format!("tuning/search_{lm}_{ctc}.json")).is_file(),
             "transcripts of {t}"

@@ -1,7 +1,5 @@
 """SentencePiece unigram tokenizer of the ASR recipe, as SpeechBrain's LibriSpeech tokenizer
-recipe trains it (unigram, <unk> = 0, which the ASR model's CTC blank shares), with <s> = 1 and
-</s> = 2 as control pieces: the model's bos_index and eos_index, kept apart from the blank so
-that beam search can add CTC scores (SpeechBrain refuses joint CTC decoding otherwise); on the
+recipe trains it (unigram, <unk> = 0 shared with blank/bos/eos, no bos/eos/pad pieces), on the
 training transcripts upper-cased as LibriSpeech's.
 
     python train_tokenizer.py TRAIN_TEXT VOCAB_SIZE OUT_MODEL
@@ -21,7 +19,7 @@ def main():
     # From an iterator into a buffer: the model then holds no file paths and is reproducible.
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=model, model_type="unigram",
-        vocab_size=vocab, bos_id=1, eos_id=2, pad_id=-1, unk_id=0,
+        vocab_size=vocab, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
         character_coverage=1.0, add_dummy_prefix=True, num_threads=1, minloglevel=2,
     )
     tmp = out + ".tmp"
