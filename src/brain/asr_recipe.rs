@@ -340,7 +340,14 @@ fn tune_search(
                         let name = |w: Option<f64>| w.map_or("yaml".into(), |w| w.to_string());
                         let file =
                             format!("search_{}_{}.json", name(t.lm_weight), name(t.ctc_weight));
-                        let wer = evaluate_with(model_dir, &sets, &dir.join(file), &opts)?[0].1;
+                        let wer = match evaluate_with(model_dir, &sets, &dir.join(file), &opts) {
+                            Ok(w) => w[0].1,
+                            Err(e) => {
+                                // The other workers stop after their current try.
+                                next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        };
                         tracing::info!(
                             "{}: valid WER {wer:.2}%",
                             t.overrides().replace('\n', ", ")
