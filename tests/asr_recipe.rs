@@ -226,3 +226,42 @@ fn a_ctc_grid_without_a_ctc_weight_to_tune_is_refused() {
     );
     assert!(!dir.path().join("run/save").exists(), "nothing trained");
 }
+
+#[test]
+fn a_decoding_setting_that_fails_stops_the_tuning_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = manifest(dir.path());
+    let run_dir = dir.path().join("run");
+    let out = voxbrain()
+        .arg("train-asr")
+        .args([
+            "--hparams",
+            fixture("asr_ctc/hyperparams.yaml").to_str().unwrap(),
+        ])
+        .args([
+            "--overrides",
+            "number_of_epochs: 1\nlm_number_of_epochs: 1\nctc_weight_decode_grid: [0.0, 1.0]",
+        ])
+        .args([
+            "--tokenizer",
+            fixture("asr/model/tokenizer.ckpt").to_str().unwrap(),
+        ])
+        .args(["--train", train.to_str().unwrap()])
+        .args(["--valid", train.to_str().unwrap()])
+        .args(["--output-dir", run_dir.to_str().unwrap(), "--no-progress"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // SpeechBrain refuses CTC-only decoding as a partial scorer; so does the loader.
+    assert!(err.contains("ctc weight of 1.0"), "{err}");
+    assert!(
+        run_dir.join("model/asr.ckpt").is_file(),
+        "trained and exported first"
+    );
+    assert!(
+        !run_dir.join("tuning/search.json").exists(),
+        "no summary of a failed tuning"
+    );
+    assert!(!run_dir.join("results.json").exists(), "no test results");
+}

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use rayon::prelude::*;
 use serde_json::json;
 
 use super::asr_finetune::{asr_dataset, EncDecFineTune};
@@ -320,56 +321,25 @@ fn tune_search(
             })
         })
         .collect();
-    // One utterance's beam search keeps about one core busy: the tries run side by side.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let wers = std::sync::Mutex::new(vec![None; tried.len()]);
-    let failed = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(tried.len()))
-            .map(|_| {
-                scope.spawn(|| -> Result<(), BrainError> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(t) = tried.get(i) else {
-                            return Ok(());
-                        };
-                        let opts = EvalOptions {
-                            overrides: Some(t.overrides()),
-                            greedy: false,
-                        };
-                        let name = |w: Option<f64>| w.map_or("yaml".into(), |w| w.to_string());
-                        let file =
-                            format!("search_{}_{}.json", name(t.lm_weight), name(t.ctc_weight));
-                        let wer = match evaluate_with(model_dir, &sets, &dir.join(file), &opts) {
-                            Ok(w) => w[0].1,
-                            Err(e) => {
-                                // The other workers stop after their current try.
-                                next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        };
-                        tracing::info!(
-                            "{}: valid WER {wer:.2}%",
-                            t.overrides().replace('\n', ", ")
-                        );
-                        wers.lock().expect("tuning results lock")[i] = Some(wer);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a tuning thread panicked"))
-            .find_map(Result::err)
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    for (t, w) in tried
-        .iter_mut()
-        .zip(wers.into_inner().expect("tuning results lock"))
-    {
-        t.valid_wer = w.expect("every try decoded");
+    // One utterance's beam search keeps about one core busy: the tries run side by side on
+    // rayon's pool (a failed try stops the tries not yet started).
+    let wers: Vec<f64> = tried
+        .par_iter()
+        .map(|t| {
+            let opts = EvalOptions {
+                overrides: Some(t.overrides()),
+                greedy: false,
+            };
+            let name = |w: Option<f64>| w.map_or("yaml".into(), |w| w.to_string());
+            let file = format!("search_{}_{}.json", name(t.lm_weight), name(t.ctc_weight));
+            let wer = evaluate_with(model_dir, &sets, &dir.join(file), &opts)?[0].1;
+            let setting = t.overrides().replace('\n', ", ");
+            tracing::info!("{setting}: valid WER {wer:.2}%");
+            Ok(wer)
+        })
+        .collect::<Result<_, BrainError>>()?;
+    for (t, w) in tried.iter_mut().zip(wers) {
+        t.valid_wer = w;
     }
     let best = tried.iter().fold(
         tried[0],
