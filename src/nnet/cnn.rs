@@ -476,11 +476,8 @@ impl Conv2d {
             return self.forward_eval_cpu(&x, 1 << 23);
         }
         if train && x.device().is_cpu() && x.dtype() == DType::F32 {
-            // One op with a blocked im2col forward and col2im backward (conv_train.rs).
-            let op = super::conv_train::Conv2dSame {
-                block_rows: (1 << 23)
-                    / (x.dim(2)? * self.weight.elem_count() / self.weight.dim(0)?).max(1),
-            };
+            // One op with a chunked im2col forward and col2im backward (conv_train.rs).
+            let op = super::conv_train::Conv2dSame { block_rows: 0 };
             let bias = match &self.bias {
                 Some(b) => b.clone(),
                 None => Tensor::zeros(self.weight.dim(0)?, DType::F32, x.device())?,
@@ -606,14 +603,22 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The training op (blocked im2col / col2im) gives the window-matrix candle ops' outputs
-    /// and gradients (input, kernel, bias), with blocks that split the batch unevenly.
+    /// The training op (chunked im2col / col2im) gives the window-matrix candle ops' outputs
+    /// and gradients (input, kernel, bias), with chunks that split the batch unevenly, for
+    /// kernels of 3 and 5 (windows reaching two frames and two bins into the padding).
     #[test]
     fn conv2d_training_op_equals_candle_ops() -> Result<()> {
+        for kernel in [(3, 3), (5, 5), (3, 5)] {
+            conv2d_training_op_case(kernel)?;
+        }
+        Ok(())
+    }
+
+    fn conv2d_training_op_case(kernel: (usize, usize)) -> Result<()> {
         let dev = Device::Cpu;
         let vm = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let conv = Conv2d::new(3, 4, (3, 3), vb.pp("c"))?;
+        let conv = Conv2d::new(3, 4, kernel, vb.pp("c"))?;
         for (name, var) in vm.data().lock().unwrap().iter() {
             let shape = var.shape().clone();
             let _ = name;
@@ -629,9 +634,9 @@ mod tests {
                 .collect()
         };
         let want_y = conv.forward_train(x.as_tensor())?;
-        // Blocks of 3 frames (col2im chunks of one frame, every window reaching into a
-        // neighbour's frames) and one block of all 10 (chunks of several frames).
-        for block_rows in [3, 1000] {
+        // Chunks of 1 and 3 frames (every window reaching into a neighbour's frames), the
+        // automatic size, and one chunk of all 10 frames.
+        for block_rows in [1, 3, 0, 1000] {
             let op = super::super::conv_train::Conv2dSame { block_rows };
             let got_y = x
                 .as_tensor()
@@ -645,7 +650,7 @@ mod tests {
                 for (p, q) in ga.iter().zip(&gb) {
                     assert!(
                         (p - q).abs() < 1e-4 * (1.0 + p.abs()),
-                        "block {block_rows}: gradient {q} vs {p}"
+                        "kernel {kernel:?}, chunk {block_rows}: gradient {q} vs {p}"
                     );
                 }
             }

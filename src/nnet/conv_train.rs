@@ -1,21 +1,36 @@
 //! SpeechBrain's Conv2d ("same" reflect padding, stride 1) as one training op on the CPU,
-//! channels last: the forward builds each block of frames' windows (reflect padding written
+//! channels last: the forward builds each chunk of frames' windows (reflect padding written
 //! in) and multiplies by the kernel, as the eval kernel does; the backward rebuilds the
-//! windows block by block for the kernel gradient and scatters the window gradients back
+//! windows chunk by chunk for the kernel gradient and scatters the window gradients back
 //! through the reflect padding (col2im) for the input gradient. Nothing of window size is kept
 //! between the passes, where window matrices of candle ops cost ~9x the activations, twice.
+//!
+//! Each chunk of frames is one task on one thread (windows, products and scatter while the
+//! chunk's window matrix is in cache; the kernel gradient summed per chunk, then over chunks
+//! in f64): one multi-threaded product over all frames had `Co` = 16 output rows for the
+//! kernel gradient, which the `gemm` crate ran on one thread at ~50 GFLOP/s.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul_into, storage_f32, View};
+use super::gemm::{matmul_into_with, storage_f32, View};
+use crate::fastmath::simd_dispatch;
 
 /// `x` `[B, T, F, Ci]` with the kernel `[Co, Ci, kf, kt]` and the bias `[Co]` ->
 /// `[B, T, F, Co]` (the bias added in the same pass: a separate broadcast add kept one more
 /// full-size tensor and cost two more passes over it in the backward).
 pub(crate) struct Conv2dSame {
-    /// Frames per block of windows.
+    /// Frames per task (0: chosen for the cache, [`chunk_rows`]).
     pub(crate) block_rows: usize,
+}
+
+impl Conv2dSame {
+    fn chunk(&self, g: &Geom, rows: usize) -> usize {
+        match self.block_rows {
+            0 => chunk_rows(g, rows),
+            n => n,
+        }
+    }
 }
 
 fn reflect(p: isize, n: usize) -> usize {
@@ -42,86 +57,99 @@ impl Geom {
     fn kk(&self) -> usize {
         self.kt * self.kf * self.ci
     }
-    /// Source offset in `x` of window element `(j, i)` of output position `(row, fi)`, where
-    /// `row = b * T + t`.
-    fn src(&self, row: usize, fi: usize, j: usize, i: usize) -> usize {
-        let (bi, ti) = (row / self.t, row % self.t);
-        let ts = reflect(ti as isize + j as isize - (self.kt / 2) as isize, self.t);
-        let fs = reflect(fi as isize + i as isize - (self.kf / 2) as isize, self.f);
-        ((bi * self.t + ts) * self.f + fs) * self.ci
-    }
-    /// The windows of frames `start..start + n` into `cols` `[n * F, kk]`.
-    fn im2col(&self, x: &[f32], start: usize, n: usize, cols: &mut [f32]) {
-        let (kk, ci) = (self.kk(), self.ci);
-        cols[..n * self.f * kk]
-            .par_chunks_mut(self.f * kk)
-            .enumerate()
-            .for_each(|(r, rows)| {
-                for (fi, dst) in rows.chunks_mut(kk).enumerate() {
-                    for j in 0..self.kt {
-                        for i in 0..self.kf {
-                            let s = self.src(start + r, fi, j, i);
-                            let d = (j * self.kf + i) * ci;
-                            dst[d..d + ci].copy_from_slice(&x[s..s + ci]);
-                        }
-                    }
-                }
-            });
+    /// For each output bin `fi` and kernel row `i`, the source bin (reflect padding).
+    fn freq_sources(&self) -> Vec<usize> {
+        let h = (self.kf / 2) as isize;
+        (0..self.f)
+            .flat_map(|fi| (0..self.kf).map(move |i| reflect(fi as isize + i as isize - h, self.f)))
+            .collect()
     }
 
-    /// Adds the window gradients `cols` of frames `start..start + n` to `dx` at their sources
-    /// (col2im). Chunks of frames run in parallel: each adds in place to the frames it owns
-    /// and keeps what lands on the `kt / 2` frames either side (windows reach no further, and
-    /// neither does reflection) for a sequential pass after.
-    fn col2im(&self, cols: &[f32], start: usize, n: usize, dx: &mut [f32]) {
-        let (kk, ci, rs, half) = (self.kk(), self.ci, self.f * self.ci, self.kt / 2);
-        let threads = rayon::current_num_threads().max(1);
-        let chunk = n.div_ceil(4 * threads).max(1);
-        let edges: Vec<(usize, usize, usize, Vec<f32>)> = dx[start * rs..(start + n) * rs]
-            .par_chunks_mut(chunk * rs)
-            .enumerate()
-            .map(|(c, mine)| {
-                let s = start + c * chunk;
-                let e = s + mine.len() / rs;
-                let lo = s.saturating_sub(half);
-                let mut side = vec![0f32; (s - lo + half) * rs];
-                for r in s..e {
-                    for fi in 0..self.f {
-                        let at = ((r - start) * self.f + fi) * kk;
-                        let src = &cols[at..at + kk];
-                        for j in 0..self.kt {
-                            for i in 0..self.kf {
-                                let off = self.src(r, fi, j, i);
-                                let (row, col) = (off / rs, off % rs);
-                                let dst = if (s..e).contains(&row) {
-                                    &mut mine[(row - s) * rs + col..][..ci]
-                                } else if row < s {
-                                    &mut side[(row - lo) * rs + col..][..ci]
-                                } else {
-                                    &mut side[(s - lo + row - e) * rs + col..][..ci]
-                                };
-                                let d = (j * self.kf + i) * ci;
-                                dst.iter_mut()
-                                    .zip(&src[d..d + ci])
-                                    .for_each(|(a, b)| *a += b);
-                            }
+    /// The source frame (global row `b * T + t`) of window row `j` for output frame `row`.
+    fn time_source(&self, row: usize, j: usize) -> usize {
+        let (bi, ti) = (row / self.t, row % self.t);
+        bi * self.t + reflect(ti as isize + j as isize - (self.kt / 2) as isize, self.t)
+    }
+
+    /// Whether the `kf` bins of output bin `fi`'s window are contiguous in the source (no
+    /// reflection).
+    fn inside(&self, fi: usize) -> bool {
+        fi >= self.kf / 2 && fi + self.kf / 2 < self.f
+    }
+
+    /// The windows of frames `start..start + n` into `cols` `[n * F, kk]` (one thread).
+    fn im2col(&self, x: &[f32], fsrc: &[usize], start: usize, n: usize, cols: &mut [f32]) {
+        let (kk, ci, kf, f) = (self.kk(), self.ci, self.kf, self.f);
+        for r in 0..n {
+            for j in 0..self.kt {
+                let base = self.time_source(start + r, j) * f * ci;
+                for fi in 0..f {
+                    let dst = &mut cols[(r * f + fi) * kk + j * kf * ci..][..kf * ci];
+                    if self.inside(fi) {
+                        let s = base + (fi - kf / 2) * ci;
+                        dst.copy_from_slice(&x[s..s + kf * ci]);
+                    } else {
+                        for (i, d) in dst.chunks_exact_mut(ci).enumerate() {
+                            let s = base + fsrc[fi * kf + i] * ci;
+                            d.copy_from_slice(&x[s..s + ci]);
                         }
                     }
                 }
-                (lo, s, e, side)
-            })
-            .collect();
-        let rows = dx.len() / rs;
-        for (lo, s, e, side) in edges {
-            let targets = (lo..s).chain(e..(e + half).min(rows));
-            for (k, row) in targets.enumerate() {
-                dx[row * rs..(row + 1) * rs]
-                    .iter_mut()
-                    .zip(&side[k * rs..(k + 1) * rs])
-                    .for_each(|(a, b)| *a += b);
             }
         }
     }
+}
+
+simd_dispatch!(fn col2im(g: &Geom, fsrc: &[usize], cols: &[f32], s: usize, mine: &mut [f32],
+    side: &mut [f32]) => col2im_generic);
+
+/// Adds the window gradients `cols` of the frames `s..s + n` owned by one task (`mine`, their
+/// rows of the input gradient) at their sources (col2im). What lands on the `kt / 2` frames
+/// either side (windows reach no further, and neither does reflection) goes to `side`: first
+/// the frames before `s`, then those after the chunk.
+#[inline(always)]
+fn col2im_generic(
+    g: &Geom,
+    fsrc: &[usize],
+    cols: &[f32],
+    s: usize,
+    mine: &mut [f32],
+    side: &mut [f32],
+) {
+    let (kk, ci, kf, f) = (g.kk(), g.ci, g.kf, g.f);
+    let rs = f * ci;
+    let n = mine.len() / rs;
+    let (e, lo) = (s + n, s.saturating_sub(g.kt / 2));
+    let add = |dst: &mut [f32], src: &[f32]| dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+    for r in s..e {
+        for j in 0..g.kt {
+            let row = g.time_source(r, j);
+            let dst_row = if (s..e).contains(&row) {
+                &mut mine[(row - s) * rs..][..rs]
+            } else if row < s {
+                &mut side[(row - lo) * rs..][..rs]
+            } else {
+                &mut side[(s - lo + row - e) * rs..][..rs]
+            };
+            for fi in 0..f {
+                let src = &cols[((r - s) * f + fi) * kk + j * kf * ci..][..kf * ci];
+                if g.inside(fi) {
+                    add(&mut dst_row[(fi - kf / 2) * ci..][..kf * ci], src);
+                } else {
+                    for (i, sc) in src.chunks_exact(ci).enumerate() {
+                        add(&mut dst_row[fsrc[fi * kf + i] * ci..][..ci], sc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Frames per task: the chunk's window matrix within ~1 MB (L2), at least 4 tasks a thread.
+fn chunk_rows(g: &Geom, rows: usize) -> usize {
+    let by_cache = ((1 << 18) / (g.f * g.kk()).max(1)).max(1);
+    let threads = rayon::current_num_threads().max(1);
+    by_cache.min(rows.div_ceil(4 * threads)).max(1)
 }
 
 fn geom(x: &Layout, w: &Layout) -> Result<Geom> {
@@ -194,22 +222,27 @@ impl CustomOp3 for Conv2dSame {
             );
         }
         let (rows, kk) = (g.b * g.t, g.kk());
-        let block = self.block_rows.max(1);
+        let chunk = self.chunk(&g, rows);
+        let fsrc = g.freq_sources();
         let mut y = vec![0f32; rows * g.f * g.co];
-        let mut cols = vec![0f32; block.min(rows) * g.f * kk];
-        let mut start = 0;
-        while start < rows {
-            let n = block.min(rows - start);
-            g.im2col(x, start, n, &mut cols);
-            let out = &mut y[start * g.f * g.co..(start + n) * g.f * g.co];
-            let a = View::rows(&cols, n * g.f, kk, kk);
-            matmul_into(out, g.co, a, View::rows(&w, g.co, kk, kk).t(), false)?;
-            out.par_chunks_mut(g.co * g.f).for_each(|row| {
-                for px in row.chunks_mut(g.co) {
-                    px.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
-                }
-            });
-            start += n;
+        if !y.is_empty() {
+            y.par_chunks_mut(chunk * g.f * g.co)
+                .enumerate()
+                .try_for_each_init(
+                    || vec![0f32; chunk * g.f * kk],
+                    |cols, (c, out)| {
+                        let n = out.len() / (g.f * g.co);
+                        let cols = &mut cols[..n * g.f * kk];
+                        g.im2col(x, &fsrc, c * chunk, n, cols);
+                        let a = View::rows(cols, n * g.f, kk, kk);
+                        let wt = View::rows(&w, g.co, kk, kk).t();
+                        matmul_into_with(out, g.co, a, wt, false, 1)?;
+                        for px in out.chunks_mut(g.co) {
+                            px.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                        }
+                        Ok::<_, candle_core::Error>(())
+                    },
+                )?;
         }
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.f, g.co))))
     }
@@ -227,24 +260,54 @@ impl CustomOp3 for Conv2dSame {
         let wr = reorder(&w.contiguous()?.flatten_all()?.to_vec1::<f32>()?, &g, false);
         let gy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (rows, kk) = (g.b * g.t, g.kk());
-        let block = self.block_rows.max(1);
-        let mut dw = vec![0f32; g.co * kk]; // window order
+        let chunk = self.chunk(&g, rows);
+        let fsrc = g.freq_sources();
+        let (rs, half) = (g.f * g.ci, g.kt / 2);
         let mut dx = vec![0f32; xs.len()];
-        let mut cols = vec![0f32; block.min(rows) * g.f * kk];
-        let mut start = 0;
-        while start < rows {
-            let n = block.min(rows - start);
-            let gyb = &gy[start * g.f * g.co..(start + n) * g.f * g.co];
-            let gv = View::rows(gyb, n * g.f, g.co, g.co);
-            // dW += gy^T windows
-            g.im2col(&xs, start, n, &mut cols);
-            let a = View::rows(&cols, n * g.f, kk, kk);
-            matmul_into(&mut dw, kk, gv.t(), a, true)?;
-            // d windows = gy W, then scattered back through the padding.
-            matmul_into(&mut cols, kk, gv, View::rows(&wr, g.co, kk, kk), false)?;
-            g.col2im(&cols, start, n, &mut dx);
-            start += n;
+        // Per chunk: its kernel gradient (window order) and what it adds to the frames beside it.
+        type Part = (Vec<f32>, usize, usize, usize, Vec<f32>);
+        let parts: Vec<Part> = if dx.is_empty() {
+            Vec::new()
+        } else {
+            dx.par_chunks_mut(chunk * rs)
+                .enumerate()
+                .map_init(
+                    || vec![0f32; chunk * g.f * kk],
+                    |cols, (c, mine)| {
+                        let (s, n) = (c * chunk, mine.len() / rs);
+                        let cols = &mut cols[..n * g.f * kk];
+                        let gyb = &gy[s * g.f * g.co..(s + n) * g.f * g.co];
+                        let gv = View::rows(gyb, n * g.f, g.co, g.co);
+                        // dW = gy^T windows
+                        g.im2col(&xs, &fsrc, s, n, cols);
+                        let mut dw = vec![0f32; g.co * kk];
+                        let a = View::rows(cols, n * g.f, kk, kk);
+                        matmul_into_with(&mut dw, kk, gv.t(), a, false, 1)?;
+                        // d windows = gy W, then scattered back through the padding.
+                        let wv = View::rows(&wr, g.co, kk, kk);
+                        matmul_into_with(cols, kk, gv, wv, false, 1)?;
+                        let lo = s.saturating_sub(half);
+                        let mut side = vec![0f32; (s - lo + half) * rs];
+                        col2im(&g, &fsrc, cols, s, mine, &mut side);
+                        Ok::<_, candle_core::Error>((dw, lo, s, s + n, side))
+                    },
+                )
+                .collect::<Result<_>>()?
+        };
+        let mut dw64 = vec![0f64; g.co * kk];
+        for (dw, lo, s, e, side) in parts {
+            dw64.iter_mut()
+                .zip(&dw)
+                .for_each(|(a, &b)| *a += f64::from(b));
+            let targets = (lo..s).chain(e..(e + half).min(rows));
+            for (k, row) in targets.enumerate() {
+                dx[row * rs..(row + 1) * rs]
+                    .iter_mut()
+                    .zip(&side[k * rs..(k + 1) * rs])
+                    .for_each(|(a, b)| *a += b);
+            }
         }
+        let dw: Vec<f32> = dw64.into_iter().map(|v| v as f32).collect();
         let dwk = reorder(&dw, &g, true);
         // The bias gradient: the output gradient summed over every position (f64 partials).
         let db = gy

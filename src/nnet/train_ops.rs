@@ -201,18 +201,10 @@ impl CustomOp3 for LayerNormOp {
         );
         let n = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(n)
-            .zip(x.par_chunks(n))
-            .with_min_len(LN_BLOCK_ROWS)
-            .for_each(|(yr, xr)| {
-                let (m, r) = row_stats(xr, self.eps);
-                for j in 0..n {
-                    yr[j] = (xr[j] - m) * r * w[j] + b[j];
-                }
-                if let Some(a) = self.slope {
-                    yr.iter_mut().filter(|v| **v <= 0.0).for_each(|v| *v *= a);
-                }
-            });
+        let block = n * LN_BLOCK_ROWS;
+        y.par_chunks_mut(block)
+            .zip(x.par_chunks(block))
+            .for_each(|(yb, xb)| ln_forward_rows(xb, yb, w, b, self.eps, self.slope));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(
@@ -239,37 +231,7 @@ impl CustomOp3 for LayerNormOp {
         let (dw, db) = dx
             .par_chunks_mut(block)
             .zip(xs.par_chunks(block).zip(gs.par_chunks(block)))
-            .map(|(dxb, (xb, gb))| {
-                let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
-                let (mut g, mut gw, mut xn) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-                for (dxr, (xr, gr)) in dxb.chunks_mut(n).zip(xb.chunks(n).zip(gb.chunks(n))) {
-                    let (m, r) = row_stats(xr, eps);
-                    for j in 0..n {
-                        xn[j] = (xr[j] - m) * r;
-                    }
-                    g.copy_from_slice(gr);
-                    if let Some(a) = slope {
-                        // Through the activation first: its input, the normalized value, is
-                        // recomputed as the forward pass computed it.
-                        for j in 0..n {
-                            if xn[j] * ws[j] + bs[j] <= 0.0 {
-                                g[j] *= a;
-                            }
-                        }
-                    }
-                    for j in 0..n {
-                        gw[j] = g[j] * ws[j];
-                        dw[j] += g[j] * xn[j];
-                        db[j] += g[j];
-                    }
-                    let s1 = lanes_sum(&gw, |v| v) / n as f32;
-                    let s2 = lanes_dot(&gw, &xn) / n as f32;
-                    for j in 0..n {
-                        dxr[j] = r * (gw[j] - s1 - xn[j] * s2);
-                    }
-                }
-                (dw, db)
-            })
+            .map(|(dxb, (xb, gb))| ln_backward_rows(xb, gb, dxb, ws, bs, eps, slope))
             .fold(zeros, |(mut tw, mut tb), (dw, db)| {
                 tw.iter_mut().zip(dw).for_each(|(t, v)| *t += f64::from(v));
                 tb.iter_mut().zip(db).for_each(|(t, v)| *t += f64::from(v));
@@ -294,6 +256,77 @@ impl CustomOp3 for LayerNormOp {
             Some(to(db)?),
         ))
     }
+}
+
+simd_dispatch!(fn ln_forward_rows(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32,
+    slope: Option<f32>) => ln_forward_rows_generic);
+
+/// The forward pass over a block of whole rows (compiled for the CPU's vector width).
+#[inline(always)]
+fn ln_forward_rows_generic(
+    x: &[f32],
+    y: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    slope: Option<f32>,
+) {
+    let n = w.len();
+    for (yr, xr) in y.chunks_mut(n).zip(x.chunks(n)) {
+        let (m, r) = row_stats(xr, eps);
+        for ((y, &x), (&w, &b)) in yr.iter_mut().zip(xr).zip(w.iter().zip(b)) {
+            *y = (x - m) * r * w + b;
+        }
+        if let Some(a) = slope {
+            yr.iter_mut()
+                .for_each(|v| *v = if *v <= 0.0 { *v * a } else { *v });
+        }
+    }
+}
+
+simd_dispatch!(fn ln_backward_rows(xb: &[f32], gb: &[f32], dxb: &mut [f32], ws: &[f32], bs: &[f32],
+    eps: f32, slope: Option<f32>) -> (Vec<f32>, Vec<f32>) => ln_backward_rows_generic);
+
+/// The backward pass over a block of whole rows: the block's input gradient, and its weight
+/// and bias gradients summed in f32.
+#[inline(always)]
+fn ln_backward_rows_generic(
+    xb: &[f32],
+    gb: &[f32],
+    dxb: &mut [f32],
+    ws: &[f32],
+    bs: &[f32],
+    eps: f32,
+    slope: Option<f32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = ws.len();
+    let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
+    let (mut g, mut gw, mut xn) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    for (dxr, (xr, gr)) in dxb.chunks_mut(n).zip(xb.chunks(n).zip(gb.chunks(n))) {
+        let (m, r) = row_stats(xr, eps);
+        xn.iter_mut().zip(xr).for_each(|(xn, &x)| *xn = (x - m) * r);
+        g.copy_from_slice(gr);
+        if let Some(a) = slope {
+            // Through the activation first: its input, the normalized value, is
+            // recomputed as the forward pass computed it.
+            for ((g, &xn), (&w, &b)) in g.iter_mut().zip(&xn).zip(ws.iter().zip(bs)) {
+                *g = if xn * w + b <= 0.0 { *g * a } else { *g };
+            }
+        }
+        for ((gw, &g), &w) in gw.iter_mut().zip(&g).zip(ws) {
+            *gw = g * w;
+        }
+        for ((dw, db), (&g, &xn)) in dw.iter_mut().zip(db.iter_mut()).zip(g.iter().zip(&xn)) {
+            *dw += g * xn;
+            *db += g;
+        }
+        let s1 = lanes_sum(&gw, |v| v) / n as f32;
+        let s2 = lanes_dot(&gw, &xn) / n as f32;
+        for (dx, (&gw, &xn)) in dxr.iter_mut().zip(gw.iter().zip(&xn)) {
+            *dx = r * (gw - s1 - xn * s2);
+        }
+    }
+    (dw, db)
 }
 
 /// `tanh(a + b[:, None, :] + c)` for `a`, `c` `[B, T, N]` and `b` `[B, N]` as one op (the
