@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// The seed set by [`seed_dropout`].
 static SEED: AtomicU64 = AtomicU64::new(0);
@@ -60,15 +61,27 @@ fn set(rng: ChaCha8Rng) {
 }
 
 /// A dropout mask of `n` values: 0 with probability `p`, else `1 / (1 - p)` (as
-/// `candle_nn::ops::dropout` and torch scale the kept values).
+/// `candle_nn::ops::dropout` and torch scale the kept values). Drawn in parallel chunks, each
+/// from a copy of the stream moved to the chunk's word position: the same values as one
+/// draw after the other, and the stream ends `n` words on either way.
 fn mask(n: usize, p: f32) -> Vec<f32> {
+    const CHUNK: usize = 1 << 14;
     let scale = 1.0 / (1.0 - p);
     STREAM.with(|s| {
         let mut s = s.borrow_mut();
         let rng = s.get_or_insert_with(|| stream(SEED.load(Ordering::Relaxed), 0, 0));
-        (0..n)
-            .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
-            .collect()
+        let base = rng.get_word_pos();
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| {
+            let mut r = rng.clone();
+            r.set_word_pos(base + (k * CHUNK) as u128);
+            // One 32-bit word per value (rand's f32 from `next_u32`).
+            for v in c {
+                *v = if r.random::<f32>() >= p { scale } else { 0.0 };
+            }
+        });
+        rng.set_word_pos(base + n as u128);
+        out
     })
 }
 
@@ -134,6 +147,15 @@ mod tests {
         dropout_step(3, 18);
         assert_ne!(draw()?, s1);
         assert!(apply(&x, 1.0).is_err());
+        // The chunks drawn in parallel are the serial stream's values, and the stream goes on
+        // where the serial draw would have left it (a mask of 2.5 chunks, then a small one).
+        dropout_step(5, 9);
+        let (m1, m2) = (mask(40_000, 0.3), mask(7, 0.3));
+        let mut r = stream(1234, 5, 9);
+        let serial: Vec<f32> = (0..40_007)
+            .map(|_| if r.random::<f32>() >= 0.3 { 1.0 / 0.7 } else { 0.0 })
+            .collect();
+        assert_eq!([m1, m2].concat(), serial);
         Ok(())
     }
 }

@@ -86,6 +86,16 @@ simd_dispatch!(fn lstm_forward_rows(g: &mut [f32], c_prev: Option<&[f32]>, c: &m
 /// `k*n..(k+1)*n`); `g` becomes the activations, `c`, `h` the new state.
 #[inline(always)]
 fn lstm_forward_rows_generic(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], h: &mut [f32]) {
+    // Two loops, with and without a previous cell, so that neither tests an Option per
+    // element (that kept the loop from vectorising).
+    match c_prev {
+        Some(cp) => lstm_forward_loop::<true>(g, cp, c, h),
+        None => lstm_forward_loop::<false>(g, &[], c, h),
+    }
+}
+
+#[inline(always)]
+fn lstm_forward_loop<const PREV: bool>(g: &mut [f32], cp: &[f32], c: &mut [f32], h: &mut [f32]) {
     let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
     let n = c.len();
     let h = &mut h[..n];
@@ -93,10 +103,11 @@ fn lstm_forward_rows_generic(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32
     let (gf, rest) = rest.split_at_mut(n);
     let (gg, go) = rest.split_at_mut(n);
     let go = &mut go[..n];
+    let cp = if PREV { &cp[..n] } else { cp };
     for j in 0..n {
         let (i, f) = (sig(gi[j]), sig(gf[j]));
         let (gv, o) = (fastmath::tanh(gg[j]), sig(go[j]));
-        let cj = i * gv + c_prev.map_or(0.0, |cp| f * cp[j]);
+        let cj = i * gv + if PREV { f * cp[j] } else { 0.0 };
         c[j] = cj;
         h[j] = o * fastmath::tanh(cj);
         (gi[j], gf[j], gg[j], go[j]) = (i, f, gv, o);
@@ -118,6 +129,21 @@ fn lstm_backward_rows_generic(
     dc_next: &mut [f32],
     dg: &mut [f32],
 ) {
+    match c_prev {
+        Some(cp) => lstm_backward_loop::<true>(g, c, cp, dh, dc_next, dg),
+        None => lstm_backward_loop::<false>(g, c, &[], dh, dc_next, dg),
+    }
+}
+
+#[inline(always)]
+fn lstm_backward_loop<const PREV: bool>(
+    g: &[f32],
+    c: &[f32],
+    cp: &[f32],
+    dh: &[f32],
+    dc_next: &mut [f32],
+    dg: &mut [f32],
+) {
     let n = c.len();
     let (gi, gf, gg, go) = (&g[..n], &g[n..2 * n], &g[2 * n..3 * n], &g[3 * n..4 * n]);
     let (dh, dc_next) = (&dh[..n], &mut dc_next[..n]);
@@ -125,12 +151,13 @@ fn lstm_backward_rows_generic(
     let (df, rest) = rest.split_at_mut(n);
     let (dgg, dgo) = rest.split_at_mut(n);
     let dgo = &mut dgo[..n];
+    let cp = if PREV { &cp[..n] } else { cp };
     for j in 0..n {
         let (i, f, gv, o) = (gi[j], gf[j], gg[j], go[j]);
         let tc = fastmath::tanh(c[j]);
         let dc = dh[j] * o * (1.0 - tc * tc) + dc_next[j];
         di[j] = dc * gv * i * (1.0 - i);
-        df[j] = c_prev.map_or(0.0, |cp| dc * cp[j] * f * (1.0 - f));
+        df[j] = if PREV { dc * cp[j] * f * (1.0 - f) } else { 0.0 };
         dgg[j] = dc * i * (1.0 - gv * gv);
         dgo[j] = dh[j] * tc * o * (1.0 - o);
         dc_next[j] = dc * f;
