@@ -8,6 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nnet::cnn::{max_pool_axis, Conv2d};
+use crate::nnet::dropout::Dropout2d;
 use crate::nnet::linear::Linear;
 use crate::nnet::normalization::{BatchNorm1d, LayerNorm};
 use crate::nnet::rnn::Lstm;
@@ -298,14 +299,16 @@ impl Crdnn {
         let drop = Dropout {
             p: self.cfg.dropout,
         };
+        let drop2d = Dropout2d {
+            p: self.cfg.dropout,
+        };
         let mut x = x.clone();
         for b in &self.cnn {
             x = norm_act(&b.norm_1, act, &b.conv_1.forward(&x, train)?, train)?;
             x = norm_act(&b.norm_2, act, &b.conv_2.forward(&x, train)?, train)?;
             x = max_pool_axis(&x, 2, b.pool)?;
-            // SpeechBrain's Dropout2d drops whole channels; elementwise dropout is used here
-            // (identical in eval mode, the only mode that parity covers).
-            x = drop.forward(&x, train)?;
+            // SpeechBrain's Dropout2d: whole frequency bins of an utterance.
+            x = drop2d.forward(&x, train)?;
         }
         if let Some(k) = self.cfg.time_pooling_size {
             x = max_pool_axis(&x, 1, k)?;

@@ -105,6 +105,46 @@ impl Dropout {
     }
 }
 
+/// SpeechBrain's `Dropout2d` (CRDNN's CNN blocks) on `[B, T, F, C]`: SpeechBrain moves time
+/// last (`[B, F, C, T]`) and applies torch's `Dropout2d`, which zeroes whole planes of its
+/// second axis, so each utterance loses whole frequency bins, at every time and channel (kept
+/// values scaled by `1 / (1 - p)`). The identity in eval mode.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use voxbrain::nnet::dropout::Dropout2d;
+/// let x = Tensor::ones((2, 50, 8, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+/// let y = Dropout2d { p: 0.5 }.forward(&x, true).unwrap();
+/// // Each utterance's bin is all kept (2.0) or all dropped over its 50 frames and 4 channels.
+/// let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+/// for plane in 0..2 * 8 {
+///     let (b, f) = (plane / 8, plane % 8);
+///     let first = v[(b * 50 * 8 + f) * 4];
+///     assert!(first == 0.0 || first == 2.0);
+///     assert!((0..50).all(|t| (0..4).all(|c| v[((b * 50 + t) * 8 + f) * 4 + c] == first)));
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout2d {
+    /// Drop probability.
+    pub p: f32,
+}
+
+impl Dropout2d {
+    /// Applies the dropout when `train` is true and `p > 0` (`x` `[B, T, F, C]`).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        if !(0.0..1.0).contains(&self.p) {
+            candle_core::bail!("dropout probability has to be in [0, 1), got {}", self.p)
+        }
+        let (b, _, f, _) = x.dims4()?;
+        let m = Tensor::from_vec(mask(b * f, self.p), (b, 1, f, 1), x.device())?;
+        x.broadcast_mul(&m.to_dtype(x.dtype())?)
+    }
+}
+
 /// `x` times a fresh mask (drop probability `p` in `[0, 1)`), differentiable in `x`.
 pub(crate) fn apply(x: &Tensor, p: f32) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
@@ -153,9 +193,55 @@ mod tests {
         let (m1, m2) = (mask(40_000, 0.3), mask(7, 0.3));
         let mut r = stream(1234, 5, 9);
         let serial: Vec<f32> = (0..40_007)
-            .map(|_| if r.random::<f32>() >= 0.3 { 1.0 / 0.7 } else { 0.0 })
+            .map(|_| {
+                if r.random::<f32>() >= 0.3 {
+                    1.0 / 0.7
+                } else {
+                    0.0
+                }
+            })
             .collect();
         assert_eq!([m1, m2].concat(), serial);
+        Ok(())
+    }
+
+    /// SpeechBrain's Dropout2d: whole (utterance, bin) planes, the right share, the gradient
+    /// through the same mask.
+    #[test]
+    fn dropout2d_drops_whole_frequency_bins() -> Result<()> {
+        let (b, t, f, c) = (6, 20, 40, 3);
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, f, c), &Device::Cpu)?)?;
+        let y = Dropout2d { p: 0.25 }.forward(x.as_tensor(), true)?;
+        let (xv, yv) = (
+            x.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+            y.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let grad = y.sum_all()?.backward()?;
+        let g = grad
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut dropped = 0;
+        for bi in 0..b {
+            for fi in 0..f {
+                let at = |ti: usize, ci: usize| ((bi * t + ti) * f + fi) * c + ci;
+                let scale = g[at(0, 0)];
+                assert!(scale == 0.0 || (scale - 1.0 / 0.75).abs() < 1e-6, "{scale}");
+                for ti in 0..t {
+                    for ci in 0..c {
+                        assert_eq!(g[at(ti, ci)], scale, "one mask value per plane");
+                        assert_eq!(yv[at(ti, ci)], xv[at(ti, ci)] * scale);
+                    }
+                }
+                dropped += usize::from(scale == 0.0);
+            }
+        }
+        let share = dropped as f64 / (b * f) as f64;
+        assert!((0.1..0.4).contains(&share), "dropped share {share}");
+        let eval = Dropout2d { p: 0.25 }.forward(x.as_tensor(), false)?;
+        assert_eq!(eval.flatten_all()?.to_vec1::<f32>()?, xv);
         Ok(())
     }
 }

@@ -157,7 +157,11 @@ fn lstm_backward_loop<const PREV: bool>(
         let tc = fastmath::tanh(c[j]);
         let dc = dh[j] * o * (1.0 - tc * tc) + dc_next[j];
         di[j] = dc * gv * i * (1.0 - i);
-        df[j] = if PREV { dc * cp[j] * f * (1.0 - f) } else { 0.0 };
+        df[j] = if PREV {
+            dc * cp[j] * f * (1.0 - f)
+        } else {
+            0.0
+        };
         dgg[j] = dc * i * (1.0 - gv * gv);
         dgo[j] = dh[j] * tc * o * (1.0 - o);
         dc_next[j] = dc * f;
