@@ -17,6 +17,7 @@ pub(crate) mod fgemm;
 pub mod fused;
 pub(crate) mod gemm;
 pub(crate) mod global_norm_train;
+pub(crate) mod gru_train;
 pub mod init;
 pub mod linear;
 pub(crate) mod linear_train;
