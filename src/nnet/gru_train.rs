@@ -65,23 +65,21 @@ fn forward_rows_generic(gi: &[f32], gh: &[f32], h0: &[f32], out: &mut [f32], w: 
     }
 }
 
-simd_dispatch!(fn backward_rows(gi: &[f32], gh: &[f32], h0: &[f32], dy: &[f32], dgi: &mut [f32],
-    dgh: &mut [f32], dh: &mut [f32], w: usize) => backward_rows_generic);
+simd_dispatch!(fn backward_rows(ins: [&[f32]; 4], dgi: &mut [f32], dgh: &mut [f32],
+    dh: &mut [f32], w: usize) => backward_rows_generic);
 
-/// The gradients of whole rows: `r`, `z`, `n` recomputed as the forward pass computed them,
-/// then `h' = (1 - z) n + z h` differentiated back to the pre-activations.
+/// The gradients of whole rows (`ins`: `gi`, `gh`, `h`, the output's gradient): `r`, `z`,
+/// `n` recomputed as the forward pass computed them, then `h' = (1 - z) n + z h`
+/// differentiated back to the pre-activations.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn backward_rows_generic(
-    gi: &[f32],
-    gh: &[f32],
-    h0: &[f32],
-    dy: &[f32],
+    ins: [&[f32]; 4],
     dgi: &mut [f32],
     dgh: &mut [f32],
     dh: &mut [f32],
     w: usize,
 ) {
+    let [gi, gh, h0, dy] = ins;
     let ins = gi
         .chunks(3 * w)
         .zip(gh.chunks(3 * w))
@@ -183,7 +181,7 @@ impl CustomOp3 for GruGates {
                 .zip(dh.par_chunks_mut(ROWS * w));
             ins.zip(outs)
                 .for_each(|(((gi, gh), (h0, dy)), ((dgi, dgh), dh))| {
-                    backward_rows(gi, gh, h0, dy, dgi, dgh, dh, w)
+                    backward_rows([gi, gh, h0, dy], dgi, dgh, dh, w)
                 });
         }
         let dev = gi.device();
