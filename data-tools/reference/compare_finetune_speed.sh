@@ -14,7 +14,9 @@
 # Usage: data-tools/reference/compare_finetune_speed.sh [VENV_DIR]
 #        (KEEP=dir keeps model, wavs and manifest there, e.g. KEEP=/tmp/ftbench;
 #         ROUNDS=3 alternations; STEPS=5 timed steps per run after one warm-up; THREADS=2;
-#         SIMD=avx2 times the build without AVX-512 paths, see prologue.sh)
+#         SIMD=avx2 times the build without AVX-512 paths, see prologue.sh;
+#         MODEL=dir times that SB-layout folder instead, e.g. MODEL=models/asr-crdnn-voxbrain-synth,
+#         the ASR recipe's model, on the same 8 utterances)
 set -euo pipefail
 source "$(dirname "$0")/prologue.sh" "$@"
 rounds="${ROUNDS:-3}"
@@ -23,7 +25,7 @@ threads="${THREADS:-2}"
 
 "$py" data-tools/reference/bench_finetune.py --prepare "$tmp" --threads "$threads" \
   >"$tmp/prepare.json" 2>"$tmp/prepare.log" || { cat "$tmp/prepare.log"; exit 1; }
-model="$tmp/model"; manifest="$tmp/manifest.json"
+model="${MODEL:-$tmp/model}"; manifest="$tmp/manifest.json"
 cat "$tmp/prepare.json"
 
 cargo build --release "${cargo_flags[@]}" --example time_finetune -q
@@ -50,14 +52,15 @@ done
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 ncpu=$(nproc)
 avx512=$(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)
-"$py" - "$cpu" "$ncpu" "$avx512" "$threads" "$steps" "${results[@]}" <<'PY'
+"$py" - "$cpu" "$ncpu" "$avx512" "$threads" "$steps" "${MODEL:-}" "${results[@]}" <<'PY'
 import json, statistics, sys
-cpu, ncpu, avx512, threads, steps = sys.argv[1:6]
-pairs = [tuple(json.loads(x) for x in r.split("|")) for r in sys.argv[6:]]
+cpu, ncpu, avx512, threads, steps, model = sys.argv[1:7]
+pairs = [tuple(json.loads(x) for x in r.split("|")) for r in sys.argv[7:]]
 for s, v in pairs:
     assert s["what"] == v["what"] == "finetune_step", (s, v)
 s0 = pairs[0][0]
-print(f"\nOne fine-tuning step, official asr-crdnn-rnnlm-librispeech size, batch {s0['batch']} "
+size = f"the model in {model}" if model else "official asr-crdnn-rnnlm-librispeech size"
+print(f"\nOne fine-tuning step, {size}, batch {s0['batch']} "
       f"({s0['audio_seconds']} s of audio), median of {steps} steps per run after 1 warm-up")
 print(f"CPU: {cpu} ({ncpu} CPUs, avx512f: {avx512}); voxbrain's SIMD path: "
       f"{pairs[0][1].get('simd')}; torch / RAYON_NUM_THREADS = {threads}\n")
