@@ -115,6 +115,17 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+/// The logistic sigmoid `1 / (1 + e^-x)` with [`exp`] (the RNN cells' gates).
+///
+/// ```
+/// assert_eq!(voxbrain::fastmath::sigmoid(0.0), 0.5);
+/// assert!((voxbrain::fastmath::sigmoid(2.0) - 0.880_797).abs() < 1e-6);
+/// ```
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
 /// `tanh(x)`: the odd Taylor series up to x^15 for |x| < 0.5 (no cancellation near 0), else
 /// `1 - 2 / (e^{2|x|} + 1)` with the sign of `x`.
 ///

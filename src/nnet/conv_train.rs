@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul_into_with, storage_f32, View};
+use super::gemm::{matmul_into_with, storage_f32, HostF32, View};
 use crate::fastmath::simd_dispatch;
 
 /// `x` `[B, T, F, Ci]` with the kernel `[Co, Ci, kf, kt]` and the bias `[Co]` ->
@@ -256,9 +256,14 @@ impl CustomOp3 for Conv2dSame {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = geom(x.layout(), w.layout())?;
-        let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let wr = reorder(&w.contiguous()?.flatten_all()?.to_vec1::<f32>()?, &g, false);
-        let gy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // The input and the output gradient are read where they are, not copied.
+        let (x, grad) = (x.contiguous()?, grad.contiguous()?);
+        let (x_h, gy_h) = (
+            HostF32::new(&x, "conv2d-train backward")?,
+            HostF32::new(&grad, "conv2d-train backward")?,
+        );
+        let (xs, gy) = (x_h.slice(), gy_h.slice());
         let (rows, kk) = (g.b * g.t, g.kk());
         let chunk = self.chunk(&g, rows);
         let fsrc = g.freq_sources();
@@ -279,7 +284,7 @@ impl CustomOp3 for Conv2dSame {
                         let gyb = &gy[s * g.f * g.co..(s + n) * g.f * g.co];
                         let gv = View::rows(gyb, n * g.f, g.co, g.co);
                         // dW = gy^T windows
-                        g.im2col(&xs, &fsrc, s, n, cols);
+                        g.im2col(xs, &fsrc, s, n, cols);
                         let mut dw = vec![0f32; g.co * kk];
                         let a = View::rows(cols, n * g.f, kk, kk);
                         matmul_into_with(&mut dw, kk, gv.t(), a, false, 1)?;

@@ -136,22 +136,29 @@ impl Dropout2d {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        if !(0.0..1.0).contains(&self.p) {
-            candle_core::bail!("dropout probability has to be in [0, 1), got {}", self.p)
-        }
         let (b, _, f, _) = x.dims4()?;
-        let m = Tensor::from_vec(mask(b * f, self.p), (b, 1, f, 1), x.device())?;
-        x.broadcast_mul(&m.to_dtype(x.dtype())?)
+        masked(x, self.p, (b, 1, f, 1).into())
     }
 }
 
 /// `x` times a fresh mask (drop probability `p` in `[0, 1)`), differentiable in `x`.
 pub(crate) fn apply(x: &Tensor, p: f32) -> Result<Tensor> {
+    masked(x, p, x.shape().clone())
+}
+
+/// `x` times a fresh mask of `shape` (`x`'s own, or one that broadcasts to it).
+fn masked(x: &Tensor, p: f32, shape: candle_core::Shape) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
         candle_core::bail!("dropout probability has to be in [0, 1), got {p}")
     }
-    let m = Tensor::from_vec(mask(x.elem_count(), p), x.shape(), x.device())?;
-    x.mul(&m.to_dtype(x.dtype())?)
+    let same = shape == *x.shape();
+    let m =
+        Tensor::from_vec(mask(shape.elem_count(), p), shape, x.device())?.to_dtype(x.dtype())?;
+    if same {
+        x.mul(&m)
+    } else {
+        x.broadcast_mul(&m)
+    }
 }
 
 #[cfg(test)]

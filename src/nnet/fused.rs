@@ -360,12 +360,12 @@ pub(crate) fn gru_update_fm(gi: &[f32], gh: &[f32], h0: &[f32], h: &mut [f32]) {
     }
 }
 
-simd_dispatch!(fn gru_cell_rows(gi: [&[f32]; 3], gh: [&[f32]; 3], h0: &[f32], h: &mut [f32])
+simd_dispatch!(pub(crate) fn gru_cell_rows(gi: [&[f32]; 3], gh: [&[f32]; 3], h0: &[f32], h: &mut [f32])
     => gru_cell_rows_generic);
 
 #[inline(always)]
 fn gru_cell_rows_generic(gi: [&[f32]; 3], gh: [&[f32]; 3], h0: &[f32], h: &mut [f32]) {
-    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let sig = fastmath::sigmoid;
     let n = h.len();
     let (ir, iz, inn) = (&gi[0][..n], &gi[1][..n], &gi[2][..n]);
     let (hr, hz, hn, h0) = (&gh[0][..n], &gh[1][..n], &gh[2][..n], &h0[..n]);
@@ -382,7 +382,7 @@ simd_dispatch!(fn lstm_cell_rows(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &
 
 #[inline(always)]
 fn lstm_cell_rows_generic(g: [&[f32]; 4], c0: &[f32], h: &mut [f32], c: &mut [f32]) {
-    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let sig = fastmath::sigmoid;
     let n = h.len();
     let (gi, gf, gg, go, c0) = (&g[0][..n], &g[1][..n], &g[2][..n], &g[3][..n], &c0[..n]);
     let c = &mut c[..n];

@@ -211,6 +211,13 @@ pub(crate) fn matmul_into_with(
     Ok(())
 }
 
+/// Whether every tensor is a CPU f32 tensor: where the host training ops apply (elsewhere
+/// their callers fall back to candle's ops).
+pub(crate) fn all_host_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+}
+
 /// The state a custom op shares between its forward and backward passes, locked; `what` names
 /// the op in the error when a panic elsewhere poisoned it.
 pub(crate) fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {

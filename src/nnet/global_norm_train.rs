@@ -7,7 +7,7 @@
 //! fixed blocks of rows, added in order, so results do not depend on the thread count or on
 //! scheduling (a resumed run must repeat an uninterrupted one bit for bit).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{storage_f32 as host, HostF32};
@@ -38,8 +38,7 @@ fn item_stats(item: &[f32], c: usize, eps: f64) -> (f64, f64) {
 
 /// Whether [`global_norm`] applies: CPU f32 input and parameters.
 pub(crate) fn applies(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    super::gemm::all_host_f32(ts)
 }
 
 /// `GroupNorm(1, C)` of a channel-last `x` `[B, ..., C]`: per batch item, statistics over all
@@ -254,7 +253,7 @@ impl CustomOp2 for PRelu {
 mod tests {
     use super::*;
     use crate::nnet::fused::tests::max_diff;
-    use candle_core::{Device, Var, D};
+    use candle_core::{DType, Device, Var, D};
 
     /// The composed f64 ops `GlobalNorm` used before.
     fn composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {

@@ -11,13 +11,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fused::gru_cell_rows;
 use super::gemm::{storage_f32 as host, HostF32};
 use crate::fastmath::{self, simd_dispatch};
-
-/// Whether [`gru_gates`] applies: CPU f32 tensors.
-pub(crate) fn applies(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
-}
 
 /// `gi`, `gh` `[B, 3H]` (gates r, z, n, as torch's `GRUCell` orders them) and `h` `[B, H]` ->
 /// `h'` `[B, H]`, with `r = sig(gi_r + gh_r)`, `z = sig(gi_z + gh_z)`,
@@ -40,30 +36,6 @@ struct GruGates;
 
 /// Rows per task: one task per few rows keeps each task's work above rayon's overhead.
 const ROWS: usize = 4;
-
-fn sig(x: f32) -> f32 {
-    1.0 / (1.0 + fastmath::exp(-x))
-}
-
-simd_dispatch!(fn forward_rows(gi: &[f32], gh: &[f32], h0: &[f32], out: &mut [f32], w: usize)
-    => forward_rows_generic);
-
-/// The step for whole rows of width `w` (`out.len() / w` of them).
-#[inline(always)]
-fn forward_rows_generic(gi: &[f32], gh: &[f32], h0: &[f32], out: &mut [f32], w: usize) {
-    let rows = gi.chunks(3 * w).zip(gh.chunks(3 * w));
-    for ((gi, gh), (h0, out)) in rows.zip(h0.chunks(w).zip(out.chunks_mut(w))) {
-        let (ir, iz, inn) = (&gi[..w], &gi[w..2 * w], &gi[2 * w..3 * w]);
-        let (hr, hz, hn) = (&gh[..w], &gh[w..2 * w], &gh[2 * w..3 * w]);
-        let (h0, out) = (&h0[..w], &mut out[..w]);
-        for j in 0..w {
-            let r = sig(ir[j] + hr[j]);
-            let z = sig(iz[j] + hz[j]);
-            let nn = fastmath::tanh(inn[j] + r * hn[j]);
-            out[j] = nn + z * (h0[j] - nn);
-        }
-    }
-}
 
 simd_dispatch!(fn backward_rows(ins: [&[f32]; 4], dgi: &mut [f32], dgh: &mut [f32],
     dh: &mut [f32], w: usize) => backward_rows_generic);
@@ -98,8 +70,8 @@ fn backward_rows_generic(
         let (dhz, dhn) = rest.split_at_mut(w);
         let (din, dhn) = (&mut din[..w], &mut dhn[..w]);
         for j in 0..w {
-            let r = sig(ir[j] + hr[j]);
-            let z = sig(iz[j] + hz[j]);
+            let r = fastmath::sigmoid(ir[j] + hr[j]);
+            let z = fastmath::sigmoid(iz[j] + hz[j]);
             let nn = fastmath::tanh(inn[j] + r * hn[j]);
             let g = dy[j];
             // Through the blend, then each nonlinearity.
@@ -139,7 +111,15 @@ impl CustomOp3 for GruGates {
             out.par_chunks_mut(ROWS * w)
                 .zip(gi.par_chunks(ROWS * 3 * w).zip(gh.par_chunks(ROWS * 3 * w)))
                 .zip(h0.par_chunks(ROWS * w))
-                .for_each(|((o, (gi, gh)), h0)| forward_rows(gi, gh, h0, o, w));
+                .for_each(|((o, (gi, gh)), h0)| {
+                    let rows = gi.chunks(3 * w).zip(gh.chunks(3 * w));
+                    for ((gi, gh), (h0, out)) in rows.zip(h0.chunks(w).zip(o.chunks_mut(w))) {
+                        let gi = [&gi[..w], &gi[w..2 * w], &gi[2 * w..3 * w]];
+                        let gh = [&gh[..w], &gh[w..2 * w], &gh[2 * w..3 * w]];
+                        // The eval kernel's step: training and inference compute it alike.
+                        gru_cell_rows(gi, gh, h0, out);
+                    }
+                });
         }
         Ok((CpuStorage::F32(out), shape))
     }

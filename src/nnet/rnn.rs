@@ -358,7 +358,7 @@ impl GruCell {
     /// The step from its projections `gi = x W_ih^T + b_ih` and `gh = h W_hh^T + b_hh`
     /// (`[B, 3H]` each) and `h` `[B, H]`.
     pub(crate) fn gates(&self, gi: &Tensor, gh: &Tensor, h: &Tensor) -> Result<Tensor> {
-        if [gi, gh, h].iter().all(|t| super::gru_train::applies(t)) {
+        if super::gemm::all_host_f32(&[gi, gh, h]) {
             // One op with its own backward pass (gru_train.rs).
             return super::gru_train::gru_gates(gi, gh, h);
         }

@@ -96,7 +96,7 @@ fn lstm_forward_rows_generic(g: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32
 
 #[inline(always)]
 fn lstm_forward_loop<const PREV: bool>(g: &mut [f32], cp: &[f32], c: &mut [f32], h: &mut [f32]) {
-    let sig = |x: f32| 1.0 / (1.0 + fastmath::exp(-x));
+    let sig = fastmath::sigmoid;
     let n = c.len();
     let h = &mut h[..n];
     let (gi, rest) = g.split_at_mut(n);

@@ -334,10 +334,7 @@ fn ln_backward_rows_generic(
 /// and runs libm's scalar `tanh` in the forward pass, and broadcasts, reduces and composes
 /// `1 - y^2` from four more full-size ops in the backward pass (CPU f32; elsewhere candle's).
 pub(crate) fn tanh_of_sum(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
-    let on_host = [a, b, c]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
-    if !on_host {
+    if !super::gemm::all_host_f32(&[a, b, c]) {
         return (a.broadcast_add(&b.unsqueeze(1)?)? + c)?.tanh();
     }
     let (a, b, c) = (a.contiguous()?, b.contiguous()?, c.contiguous()?);
