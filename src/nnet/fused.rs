@@ -435,15 +435,19 @@ fn softmax_row_generic(row: &mut [f32]) {
             acc[l] += c[l];
         }
     }
-    let tail: f32 = chunks
-        .into_remainder()
-        .iter_mut()
-        .map(|v| {
-            *v = fastmath::exp(*v - max);
-            *v
-        })
-        .sum();
-    let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
+    // The tail as one more vector of lanes, padded with -inf (whose exp is exactly 0): a
+    // scalar tail cost as much as the whole vector part for rows of 100 (attention chunks).
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let mut lanes = [f32::NEG_INFINITY; L];
+        lanes[..tail.len()].copy_from_slice(tail);
+        for l in 0..L {
+            lanes[l] = fastmath::exp(lanes[l] - max);
+            acc[l] += lanes[l];
+        }
+        tail.copy_from_slice(&lanes[..tail.len()]);
+    }
+    let inv = 1.0 / acc.iter().sum::<f32>();
     for v in row.iter_mut() {
         *v *= inv;
     }
@@ -606,11 +610,15 @@ pub(crate) mod tests {
 
     #[test]
     fn softmax_matches_candle_and_masks_to_zero() -> Result<()> {
-        let x = (Tensor::randn(0f32, 1.0, (3, 4, 37), &Device::Cpu)? * 5.0)?;
-        let got = softmax_last_dim(&x)?;
-        let want = candle_nn::ops::softmax_last_dim(&x)?;
-        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-6, "{diff}");
+        // Rows shorter than, equal to and longer than the 16 lanes, with and without a tail
+        // (100: the separation recipe's attention chunks).
+        for width in [1, 5, 16, 17, 37, 100] {
+            let x = (Tensor::randn(0f32, 1.0, (3, 4, width), &Device::Cpu)? * 5.0)?;
+            let got = softmax_last_dim(&x)?;
+            let want = candle_nn::ops::softmax_last_dim(&x)?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "width {width}: {diff}");
+        }
         let m = Tensor::new(&[[1f32, f32::NEG_INFINITY, 1.0]], &Device::Cpu)?;
         assert_eq!(
             softmax_last_dim(&m)?.to_vec2::<f32>()?,
