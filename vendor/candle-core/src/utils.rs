@@ -111,6 +111,15 @@ fn barrier_pool_spin_limit() -> u32 {
         .unwrap_or(DEFAULT_BARRIER_POOL_SPIN_LIMIT)
 }
 
+/// voxbrain: how many spins between two `yield_now` of an idle worker
+/// (`CANDLE_BARRIER_POOL_YIELD_EVERY`, default 64; 0: never yield, candle's behaviour).
+fn barrier_pool_yield_every() -> u32 {
+    std::env::var("CANDLE_BARRIER_POOL_YIELD_EVERY")
+        .ok()
+        .and_then(|s| u32::from_str(&s).ok())
+        .unwrap_or(64)
+}
+
 impl BarrierPool {
     fn new(n_workers: usize) -> Self {
         let inner = Box::new(BarrierPoolInner {
@@ -134,6 +143,7 @@ impl BarrierPool {
         let cluster_size = get_cluster_size();
         let (children, root_workers) = compute_tree(n_workers, cluster_size);
         let spin_limit = barrier_pool_spin_limit();
+        let yield_every = barrier_pool_yield_every();
 
         let threads: Vec<_> = (0..n_workers)
             .map(|tid| {
@@ -161,7 +171,14 @@ impl BarrierPool {
                                 }
                                 spins += 1;
                                 if spins < spin_limit {
-                                    spin_loop();
+                                    // voxbrain: every `yield_every`th spin offers the core
+                                    // to another runnable thread (rayon's workers doing the
+                                    // products, on a machine with no spare core).
+                                    if yield_every > 0 && spins % yield_every == 0 {
+                                        std::thread::yield_now();
+                                    } else {
+                                        spin_loop();
+                                    }
                                 } else {
                                     // Park deposits a token; unpark() before park() returns immediately — no race.
                                     std::thread::park();
