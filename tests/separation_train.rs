@@ -201,7 +201,7 @@ fn train_separation_cli_trains_exports_and_scores() {
                 .arg(&recipe)
                 .arg("--overrides")
                 .arg(format!(
-                    "number_of_epochs: {epochs}\nbatch_size: 2\nlr_final: 0.0005"
+                    "number_of_epochs: {epochs}\nbatch_size: 2\nlr: 0.002\nlr_final: 0.0005"
                 ))
                 .arg("--train")
                 .arg(&manifest)
@@ -250,6 +250,7 @@ fn train_separation_cli_trains_exports_and_scores() {
     // The exported yaml is the one the model was trained with, overrides included.
     let yaml = std::fs::read_to_string(out.join("model/hyperparams.yaml")).unwrap();
     assert!(yaml.contains("\nnumber_of_epochs: 2\n") && yaml.contains("\nbatch_size: 2\n"));
+    assert!(yaml.contains("\nlr: 0.002\n"));
     assert!(!yaml.contains("number_of_epochs: 30"));
 
     // Same folder, four epochs: resumes after epoch 2 (only epochs 3 and 4 are run).
