@@ -104,20 +104,22 @@ fn get_cluster_size() -> usize {
     usize::MAX
 }
 
-fn barrier_pool_spin_limit() -> u32 {
-    std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT")
+/// voxbrain: a `u32` setting of the barrier pool from the environment, else `default`.
+fn env_u32(key: &str, default: u32) -> u32 {
+    std::env::var(key)
         .ok()
         .and_then(|s| u32::from_str(&s).ok())
-        .unwrap_or(DEFAULT_BARRIER_POOL_SPIN_LIMIT)
+        .unwrap_or(default)
+}
+
+fn barrier_pool_spin_limit() -> u32 {
+    env_u32("CANDLE_BARRIER_POOL_SPIN_LIMIT", DEFAULT_BARRIER_POOL_SPIN_LIMIT)
 }
 
 /// voxbrain: how many spins between two `yield_now` of an idle worker
 /// (`CANDLE_BARRIER_POOL_YIELD_EVERY`, default 64; 0: never yield, candle's behaviour).
 fn barrier_pool_yield_every() -> u32 {
-    std::env::var("CANDLE_BARRIER_POOL_YIELD_EVERY")
-        .ok()
-        .and_then(|s| u32::from_str(&s).ok())
-        .unwrap_or(64)
+    env_u32("CANDLE_BARRIER_POOL_YIELD_EVERY", 64)
 }
 
 impl BarrierPool {
